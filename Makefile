@@ -1,0 +1,31 @@
+# Two entry points a new user needs: `make demo` and `make test`. Both create and use .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,parquet]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/poetmon demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) lint
+	$(PY) -m pytest -n 2 -q
+
+bench-quick: $(STAMP)
+	$(PY) bench/drift_bench.py --quick
+
+bench: $(STAMP)
+	$(PY) bench/drift_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,7 +13,35 @@ def build_parser() -> argparse.ArgumentParser:
     """The `poetmon` argument parser."""
     parser = argparse.ArgumentParser(prog="poetmon", description="poet-monitor: self-healing ML drift monitors.")
     parser.add_argument("--version", action="version", version=f"poetmon {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="detect drift on the bundled example and print the report")
+    demo.add_argument("--format", choices=["table", "json"], default="table")
+
+    gen = sub.add_parser("generate", help="generate a monitor version directory from a spec")
+    gen.add_argument("-f", "--file", required=True, help="ModelMonitor manifest or bare spec (YAML)")
+    gen.add_argument("-o", "--output", required=True, help="version directory to write")
+    gen.add_argument("--feedback", action="append", default=[], help="feedback record (JSON), repeatable")
+    gen.add_argument("--lessons", help="lessons file (JSON) to apply")
+    gen.add_argument("--generator", choices=["template", "llm"], help="override spec.generator.kind")
+    gen.add_argument("--version-number", type=int, default=1)
+
+    enf = sub.add_parser("enforce", help="enforce a version directory; non-zero exit on failure")
+    enf.add_argument("directory")
+    enf.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    serve = sub.add_parser("serve", help="run the monitor runtime HTTP server over a version directory")
+    serve.add_argument("--code-dir", required=True)
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--checkpoint-dir", default=None)
+    serve.add_argument("--termination-log", default="/dev/termination-log")
+
+    run = sub.add_parser("run", help="generate, enforce and run a monitor once over files")
+    run.add_argument("-f", "--file", required=True)
+    run.add_argument("--reference", required=True)
+    run.add_argument("--current", required=True)
+    run.add_argument("--format", choices=["table", "json", "html"], default="table")
     return parser
 
 
@@ -21,10 +49,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `poetmon` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return 0
+    # Imports are deferred so `poetmon --version` stays instant and each command loads only what it uses.
+    if args.command == "demo":
+        from poet_operator.demo import run_demo
+
+        return run_demo(output_format=args.format)
+    if args.command == "generate":
+        from poet_operator.poet.engine import generate_command
+
+        return generate_command(
+            spec_file=args.file,
+            output_dir=args.output,
+            feedback_files=args.feedback,
+            lessons_file=args.lessons,
+            generator=args.generator,
+            version_number=args.version_number,
+        )
+    if args.command == "enforce":
+        from poet_operator.poet.enforce import enforce_command
+
+        return enforce_command(args.directory, as_json=args.json)
+    if args.command == "serve":
+        from monitor_runtime.server import serve
+
+        return serve(
+            code_dir=args.code_dir,
+            host=args.host,
+            port=args.port,
+            checkpoint_dir=args.checkpoint_dir,
+            termination_log=args.termination_log,
+        )
+    if args.command == "run":
+        from poet_operator.local.run_once import run_command
+
+        return run_command(
+            spec_file=args.file, reference=args.reference, current=args.current, output_format=args.format
+        )
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

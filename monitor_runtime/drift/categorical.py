@@ -1,0 +1,134 @@
+"""Categorical and binary features: chi-squared contingency test, with Cramér's V, smoothed KL,
+Jensen-Shannon or PSI as the effect size.
+
+Categories are encoded once at fit time; a batch is encoded with a binary search into the sorted
+category list and counted with ``bincount``. Categories never seen in the reference share one extra
+slot: they raise the chi-squared statistic (drift evidence) instead of raising an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor_runtime.drift.columns import Column, label_view
+from monitor_runtime.drift.continuous import js_distance
+from monitor_runtime.drift.outcome import Outcome
+
+CATEGORICAL_METHODS = ("chi2", "kl", "js", "psi")
+#: Additive (Laplace-style) pseudo-count per category for KL and PSI, so unseen or vanished
+#: categories give a large but finite divergence.
+SMOOTHING = 0.5
+TOP_CATEGORIES = 20
+
+
+def chi2_contingency_2xk(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, int]:
+    """Pearson chi-squared of a 2 x k table without continuity correction; all-zero columns dropped.
+
+    Equal to ``scipy.stats.chi2_contingency(table, correction=False)``'s statistic and dof.
+    """
+    keep = (ref_counts + cur_counts) > 0
+    table = np.vstack([ref_counts[keep], cur_counts[keep]]).astype(np.float64)
+    if table.shape[1] < 2 or table[0].sum() == 0 or table[1].sum() == 0:
+        return 0.0, 0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    return float(((table - expected) ** 2 / expected).sum()), int(table.shape[1] - 1)
+
+
+def smoothed_kl(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """KL(current || reference) in nats with ``SMOOTHING`` pseudo-counts on every category."""
+    p = (cur_counts + SMOOTHING) / (cur_counts.sum() + SMOOTHING * cur_counts.size)
+    q = (ref_counts + SMOOTHING) / (ref_counts.sum() + SMOOTHING * ref_counts.size)
+    return float(np.sum(p * np.log(p / q)))
+
+
+def smoothed_psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """PSI over categories with ``SMOOTHING`` pseudo-counts."""
+    p = (ref_counts + SMOOTHING) / (ref_counts.sum() + SMOOTHING * ref_counts.size)
+    q = (cur_counts + SMOOTHING) / (cur_counts.sum() + SMOOTHING * cur_counts.size)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+class CategoricalReference:
+    """A categorical (or binary) feature's prepared reference."""
+
+    def __init__(self, column: Column, method: str = "chi2", data_type: str = "categorical"):
+        if method not in CATEGORICAL_METHODS:
+            raise ValueError(f"categorical method must be one of {CATEGORICAL_METHODS}, got {method!r}")
+        self.method = method
+        self.data_type = data_type
+        self.n_total = column.n
+        self.missing_rate = column.missing_rate
+        labels = label_view(column)
+        self.categories, counts = np.unique(labels, return_counts=True)
+        # One extra slot for categories the reference never saw.
+        self.counts = np.append(counts, 0).astype(np.int64)
+        self.n_valid = int(labels.size)
+
+    def encode(self, labels: np.ndarray) -> np.ndarray:
+        """Category codes; ``len(categories)`` for unseen labels."""
+        k = self.categories.size
+        if k == 0:
+            return np.zeros(labels.size, dtype=np.int64)
+        pos = np.searchsorted(self.categories, labels)
+        np.minimum(pos, k - 1, out=pos)
+        return np.where(self.categories[pos] == labels, pos, k)
+
+    def compare(self, column: Column) -> Outcome:
+        """Compare one batch's column with the reference."""
+        labels = label_view(column)
+        n1, n2 = self.n_valid, int(labels.size)
+        out = Outcome(self.method, self.data_type, 0.0, n1, n2)
+        if n1 == 0 or n2 == 0:
+            out.status = "insufficient_data" if column.n == 0 or n1 == 0 else "all_missing"
+            out.reason = (
+                "the reference has no usable values for this feature"
+                if n1 == 0
+                else ("the current batch has no rows" if column.n == 0 else "every current value is missing")
+            )
+            return out
+        codes = self.encode(labels)
+        k = self.categories.size
+        cur_counts = np.bincount(codes, minlength=k + 1)
+        statistic, dof = chi2_contingency_2xk(self.counts, cur_counts)
+        out.chi2 = (statistic, dof)
+        cramers_v = float(np.sqrt(statistic / (n1 + n2))) if n1 + n2 else 0.0
+        out.effect = self._effect(cramers_v, cur_counts)
+        unseen = int(cur_counts[k])
+        out.details.update(
+            chi2_statistic=statistic,
+            dof=dof,
+            cramers_v=cramers_v,
+            n_categories_reference=int(k),
+            unseen_count=unseen,
+            unseen_rate=unseen / n2,
+            categories=self._shares(cur_counts, n1, n2),
+        )
+        if unseen:
+            new_labels, new_counts = np.unique(labels[codes == k], return_counts=True)
+            order = np.argsort(-new_counts, kind="stable")[:5]
+            out.details["unseen_examples"] = [str(new_labels[i]) for i in order]
+        if k == 1 and unseen == 0:
+            out.status = "constant"
+            out.reason = f"a single category in reference and current ({self.categories[0]!s})"
+        return out
+
+    def _effect(self, cramers_v: float, cur_counts: np.ndarray) -> float:
+        if self.method == "chi2":
+            return cramers_v
+        if self.method == "kl":
+            return smoothed_kl(self.counts, cur_counts)
+        if self.method == "psi":
+            return smoothed_psi(self.counts, cur_counts)
+        return js_distance(self.counts.astype(np.float64), cur_counts.astype(np.float64))
+
+    def _shares(self, cur_counts: np.ndarray, n1: int, n2: int) -> dict[str, list]:
+        ref_share = self.counts / n1
+        cur_share = cur_counts / n2
+        # The categories that moved most first, so a report shows what changed.
+        order = np.argsort(-np.abs(cur_share - ref_share), kind="stable")[:TOP_CATEGORIES]
+        names = [*(str(c) for c in self.categories), "(unseen)"]
+        return {
+            "labels": [names[i] for i in order],
+            "reference": [round(float(ref_share[i]), 6) for i in order],
+            "current": [round(float(cur_share[i]), 6) for i in order],
+        }

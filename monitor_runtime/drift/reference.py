@@ -1,0 +1,345 @@
+"""`Reference`: a reference dataset prepared once, and `detect_drift`, the one-shot form."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from monitor_runtime.drift.categorical import CATEGORICAL_METHODS, CategoricalReference
+from monitor_runtime.drift.columns import Column, to_column
+from monitor_runtime.drift.composite import MixedReference, SparseReference
+from monitor_runtime.drift.continuous import CONTINUOUS_METHODS, ContinuousReference
+from monitor_runtime.drift.decisions import (
+    CORRECTIONS,
+    DEFAULT_THRESHOLDS,
+    adjust_pvalues,
+    confidence,
+    fisher_combine,
+    proportion_test,
+    severity,
+)
+from monitor_runtime.drift.health import CRITICAL_SCORE, overall, recommendations
+from monitor_runtime.drift.infer import DECLARABLE_TYPES, infer_type
+from monitor_runtime.drift.ks import ks_pvalues
+from monitor_runtime.drift.outcome import Outcome
+
+OPTIMIZE_FOR = ("accuracy", "real_time", "cost")
+#: Per-side sample cap by optimisation goal: exact everywhere for accuracy; subsampled otherwise
+#: (the p-values stay exact for the subsample, so decisions stay calibrated, only less powerful).
+MAX_SAMPLES = {"accuracy": None, "real_time": 20_000, "cost": 5_000}
+#: Below this many values in a batch, threads cost more than they save.
+PARALLEL_MIN_VALUES = 200_000
+
+FeatureConfig = Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    # numpy releases the GIL while sorting and searching, so threads use every core.
+    global _POOL
+    if _POOL is None:
+        workers = max(1, min(8, os.cpu_count() or 1))
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drift")
+    return _POOL
+
+
+def _feature_configs(features: FeatureConfig) -> dict[str, dict[str, Any]]:
+    if features is None:
+        return {}
+    if isinstance(features, Mapping):
+        items = [{"name": k, **(dict(v) if v is not None else {})} for k, v in features.items()]
+    else:
+        items = [dict(f) for f in features]
+    out: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(items):
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"features[{i}]: every feature needs a non-empty string 'name'")
+        ftype = item.get("type", "auto")
+        if ftype not in DECLARABLE_TYPES:
+            raise ValueError(f"features[{name!r}].type must be one of {DECLARABLE_TYPES}, got {ftype!r}")
+        importance = item.get("importance", 1.0)
+        if not isinstance(importance, (int, float)) or not importance > 0:
+            raise ValueError(f"features[{name!r}].importance must be a positive number, got {importance!r}")
+        method = item.get("method")
+        if method is not None and method not in (*CONTINUOUS_METHODS, *CATEGORICAL_METHODS):
+            raise ValueError(
+                f"features[{name!r}].method must be one of {CONTINUOUS_METHODS + CATEGORICAL_METHODS}, "
+                f"got {method!r}"
+            )
+        out[name] = {"type": ftype, "importance": float(importance), "method": method}
+    return out
+
+
+def _columns(data: Mapping[str, Any], what: str) -> dict[str, Column]:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what} must be a mapping of column name to values, got {type(data).__name__}")
+    return {str(name): to_column(values, str(name)) for name, values in data.items()}
+
+
+class Reference:
+    """A reference dataset prepared for repeated drift detection.
+
+    Build it with `Reference.fit`; call `detect` with each batch. Fitting sorts numeric columns,
+    encodes categories and computes bins once, so each `detect` costs about one sort of the batch.
+    """
+
+    def __init__(self) -> None:
+        self._features: dict[str, Any] = {}
+        self._importance: dict[str, float] = {}
+        self.optimize_for = "accuracy"
+        self.correction = "bh"
+        self.alpha = 0.05
+        self.thresholds: dict[str, float] = dict(DEFAULT_THRESHOLDS)
+        self.critical_score = CRITICAL_SCORE
+
+    @classmethod
+    def fit(
+        cls,
+        reference: Mapping[str, Any],
+        *,
+        features: FeatureConfig = None,
+        optimize_for: str = "accuracy",
+        correction: str = "bh",
+        alpha: float = 0.05,
+        thresholds: Mapping[str, float] | None = None,
+        critical_score: float = CRITICAL_SCORE,
+        max_samples: int | None = None,
+        seed: int = 0,
+    ) -> Reference:
+        """Prepare ``reference`` (a mapping of column name to values).
+
+        ``features`` declares per-feature ``type`` (continuous, categorical, binary, sparse, mixed or
+        auto), ``importance`` and optionally ``method`` (ks, wasserstein, psi, js for continuous;
+        chi2, kl, js, psi for categorical). ``optimize_for`` picks exactness versus speed;
+        ``correction`` is ``bh`` (Benjamini-Hochberg), ``bonferroni`` or ``none``.
+        """
+        if optimize_for not in OPTIMIZE_FOR:
+            raise ValueError(f"optimize_for must be one of {OPTIMIZE_FOR}, got {optimize_for!r}")
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
+        self = cls()
+        self.optimize_for, self.correction, self.alpha = optimize_for, correction, float(alpha)
+        self.critical_score = float(critical_score)
+        for key, value in (thresholds or {}).items():
+            if key not in DEFAULT_THRESHOLDS:
+                raise ValueError(f"thresholds: unknown method {key!r}; known: {sorted(DEFAULT_THRESHOLDS)}")
+            if not value > 0:
+                raise ValueError(f"thresholds[{key!r}] must be positive, got {value!r}")
+            self.thresholds[key] = float(value)
+        cap = max_samples if max_samples is not None else MAX_SAMPLES[optimize_for]
+        configs = _feature_configs(features)
+        columns = _columns(reference, "reference")
+        names = list(columns)
+
+        def prepare(name: str) -> Any:
+            cfg = configs.get(name, {})
+            return _prepare(columns[name], cfg.get("type", "auto"), cfg.get("method"), cap, seed)
+
+        work = sum(c.n for c in columns.values())
+        prepared = list(_pool().map(prepare, names)) if work >= PARALLEL_MIN_VALUES else map(prepare, names)
+        self._features = dict(zip(names, prepared, strict=True))
+        self._importance = {n: configs.get(n, {}).get("importance", 1.0) for n in names}
+        # Declared features absent from the reference are remembered so a batch can introduce them.
+        for name, cfg in configs.items():
+            self._importance.setdefault(name, cfg["importance"])
+        return self
+
+    @property
+    def features(self) -> dict[str, str]:
+        """Feature name -> resolved data type."""
+        return {name: prep.data_type for name, prep in self._features.items()}
+
+    def detect(self, current: Mapping[str, Any]) -> dict[str, Any]:
+        """Compare a batch (mapping of column name to values) with the reference."""
+        columns = _columns(current, "current")
+        shared = [n for n in self._features if n in columns]
+        work = sum(columns[n].n for n in shared)
+
+        def compare(name: str) -> Outcome:
+            return self._features[name].compare(columns[name])
+
+        mapper = _pool().map if work >= PARALLEL_MIN_VALUES else map
+        outcomes = list(mapper(compare, shared))
+        return self._decide(dict(zip(shared, outcomes, strict=True)), columns)
+
+    def _decide(self, outcomes: dict[str, Outcome], columns: dict[str, Column]) -> dict[str, Any]:
+        names = list(outcomes)
+        outs = [outcomes[n] for n in names]
+        p = _combined_pvalues(outs)
+        # Missing-rate hypotheses, only where either side has missing values.
+        prepared = [self._features[n] for n in names]
+        miss_ref = np.array([round(f.missing_rate * f.n_total) for f in prepared], dtype=np.float64)
+        n_ref = np.array([f.n_total for f in prepared], dtype=np.float64)
+        miss_cur = np.array([columns[n].n_missing + columns[n].n_inf for n in names], dtype=np.float64)
+        n_cur = np.array([columns[n].n for n in names], dtype=np.float64)
+        has_missing = ((miss_ref + miss_cur) > 0) & (n_cur > 0) & (n_ref > 0)
+        sparse = np.array([o.data_type == "sparse" for o in outs], dtype=bool)
+        has_missing &= ~sparse  # the sparse test already covers its missing values
+        p_miss = np.where(has_missing, proportion_test(miss_ref, n_ref, miss_cur, n_cur), np.nan)
+        adjusted = adjust_pvalues(np.concatenate([p, p_miss]), self.correction)
+        p_adj, p_miss_adj = adjusted[: len(names)], adjusted[len(names) :]
+        effect = np.array([o.effect for o in outs], dtype=np.float64)
+        threshold = np.array([self.thresholds[o.method] for o in outs], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate_ref = np.where(n_ref > 0, miss_ref / n_ref, 0.0)
+            rate_cur = np.where(n_cur > 0, miss_cur / n_cur, 0.0)
+        miss_change = np.abs(rate_cur - rate_ref)
+        dist_drift = (p_adj < self.alpha) & (effect >= threshold)
+        miss_drift = (p_miss_adj < self.alpha) & (miss_change >= self.thresholds["missing"])
+        drifted = dist_drift | miss_drift
+        miss_severity = severity(miss_change, self.thresholds["missing"], miss_drift)
+        sev = np.maximum(severity(effect, threshold, dist_drift), miss_severity)
+        conf = confidence([o.n_reference for o in outs], [o.n_current for o in outs])
+
+        result: dict[str, dict[str, Any]] = {}
+        for i, (name, o) in enumerate(zip(names, outs, strict=True)):
+            details = dict(o.details)
+            if has_missing[i]:
+                details.update(
+                    missing_p_value=_num(p_miss[i]),
+                    missing_p_value_adjusted=_num(p_miss_adj[i]),
+                    missing_drift=bool(miss_drift[i]),
+                )
+            result[name] = {
+                "drift_detected": bool(drifted[i]),
+                "score": _num(o.effect),
+                "p_value": _num(p[i]),
+                "p_value_adjusted": _num(p_adj[i]),
+                "method": o.method,
+                "data_type": o.data_type,
+                "threshold": float(threshold[i]),
+                "effect_size": _num(o.effect),
+                "severity": float(sev[i]),
+                "confidence": float(conf[i]),
+                "importance": self._importance.get(name, 1.0),
+                "n_reference": int(o.n_reference),
+                "n_current": int(o.n_current),
+                "missing_rate": float(rate_cur[i]),
+                "missing_rate_reference": float(rate_ref[i]),
+                "status": o.status,
+                "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i])),
+                "details": details,
+            }
+        for name, prep in self._features.items():
+            if name not in columns:
+                result[name] = _schema_entry(name, prep.data_type, self._importance.get(name, 1.0), "missing")
+        for name in columns:
+            if name not in self._features:
+                result[name] = _schema_entry(name, "unknown", self._importance.get(name, 1.0), "new")
+        drifted_names = [n for n in names if result[n]["drift_detected"]]
+        score, health = overall(result, self.critical_score)
+        return {
+            "features": result,
+            "overall_drift_score": float(score),
+            "overall_health": health,
+            "drifted_features": drifted_names,
+            "recommendations": recommendations(result, drifted_names, score, health),
+            "summary": {
+                "n_features": len(result),
+                "n_tested": int(np.isfinite(p).sum()),
+                "n_drifted": len(drifted_names),
+                "correction": self.correction,
+                "alpha": self.alpha,
+                "optimize_for": self.optimize_for,
+            },
+        }
+
+
+def _prepare(column: Column, declared: str, method: str | None, cap: int | None, seed: int) -> Any:
+    ftype = infer_type(column) if declared == "auto" else declared
+    if ftype == "continuous":
+        return ContinuousReference(column, method or "ks", cap, seed)
+    if ftype in ("categorical", "binary"):
+        if method in CONTINUOUS_METHODS and method not in CATEGORICAL_METHODS:
+            raise ValueError(f"method {method!r} does not apply to {ftype} features")
+        return CategoricalReference(column, method or "chi2", ftype)
+    if ftype == "sparse":
+        return SparseReference(column)
+    return MixedReference(column)
+
+
+def _combined_pvalues(outs: list[Outcome]) -> np.ndarray:
+    """One p-value per feature: its KS part, chi-squared part and known parts, Fisher-combined."""
+    m = len(outs)
+    ks_p = np.full(m, np.nan)
+    ks_idx = [i for i, o in enumerate(outs) if o.ks is not None]
+    if ks_idx:
+        d, n1, n2 = (np.array(v) for v in zip(*(outs[i].ks for i in ks_idx), strict=True))
+        ks_p[ks_idx] = ks_pvalues(d, n1, n2)
+    chi_p = np.full(m, np.nan)
+    chi_idx = [i for i, o in enumerate(outs) if o.chi2 is not None]
+    if chi_idx:
+        parts = zip(*(outs[i].chi2 for i in chi_idx), strict=True)
+        statistic, dof = (np.array(v, dtype=np.float64) for v in parts)
+        chi_p[chi_idx] = np.where(dof > 0, stats.chi2.sf(statistic, np.maximum(dof, 1)), 1.0)
+    extra = np.full(m, np.nan)
+    for i, o in enumerate(outs):
+        if o.extra_p:
+            extra[i] = o.extra_p[0]
+    parts = np.vstack([ks_p, chi_p, extra])
+    present = np.isfinite(parts)
+    count = present.sum(axis=0)
+    single = np.where(present, parts, -np.inf).max(axis=0)
+    combined = fisher_combine(ks_p, chi_p, extra)
+    return np.where(count == 0, np.nan, np.where(count == 1, single, combined))
+
+
+def _num(value: float) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _reason(o: Outcome, dist_drift: bool, miss_drift: bool) -> str | None:
+    if miss_drift and not dist_drift:
+        return "the share of missing values changed"
+    return None
+
+
+def _schema_entry(name: str, data_type: str, importance: float, which: str) -> dict[str, Any]:
+    status = "missing_feature" if which == "missing" else "new_feature"
+    reason = (
+        f"'{name}' is in the reference but not in the current batch"
+        if which == "missing"
+        else f"'{name}' is in the current batch but not in the reference"
+    )
+    return {
+        "drift_detected": False,
+        "score": None,
+        "p_value": None,
+        "p_value_adjusted": None,
+        "method": "none",
+        "data_type": data_type,
+        "threshold": None,
+        "effect_size": None,
+        "severity": 0.0,
+        "confidence": 0.0,
+        "importance": importance,
+        "n_reference": 0,
+        "n_current": 0,
+        "missing_rate": 0.0,
+        "missing_rate_reference": 0.0,
+        "status": status,
+        "reason": reason,
+        "details": {},
+    }
+
+
+def detect_drift(
+    reference: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    features: FeatureConfig = None,
+    optimize_for: str = "accuracy",
+    **options: Any,
+) -> dict[str, Any]:
+    """One-shot drift detection: `Reference.fit(reference, ...).detect(current)`."""
+    return Reference.fit(reference, features=features, optimize_for=optimize_for, **options).detect(current)

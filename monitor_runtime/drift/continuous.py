@@ -140,9 +140,9 @@ class ContinuousReference:
         edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
         inner = edges[1:-1]
         return {
-            "edges": [float(e) for e in edges],
-            "reference": [round(float(s), 6) for s in _bin_shares(self.sorted, inner)],
-            "current": [round(float(s), 6) for s in _bin_shares(cur, inner)],
+            "edges": edges.tolist(),
+            "reference": np.round(_bin_shares(self.sorted, inner), 6).tolist(),
+            "current": np.round(_bin_shares(cur, inner), 6).tolist(),
         }
 
 

@@ -56,7 +56,9 @@ def recommendations(
 ) -> list[str]:
     """Concrete next steps: which features, what to check, and whether retraining is warranted."""
     recs: list[str] = []
-    ranked = sorted(drifted, key=lambda n: -features[n]["importance"] * features[n]["severity"])
+    # Features flagged only for their missing rate get the missing-values advice below instead.
+    shifted = [n for n in drifted if features[n]["details"].get("distribution_drift", True)]
+    ranked = sorted(shifted, key=lambda n: -features[n]["importance"] * features[n]["severity"])
     for name in ranked[:MAX_FEATURE_RECOMMENDATIONS]:
         recs.append(_describe(name, features[name]))
     if len(ranked) > MAX_FEATURE_RECOMMENDATIONS:

@@ -38,15 +38,24 @@ def ks_statistic_sorted(reference_sorted: np.ndarray, current_sorted: np.ndarray
     np.maximum(below, 0, out=below)
     # a_l differs from a_r only where a current value equals a reference value: fix those few.
     tied = (a_r > 0) & (reference_sorted[below] == current_sorted)
+    upper, lower = _steps(n2)
+    ref_cdf = a_r / n1
+    over = np.max(upper - ref_cdf)
     if tied.any():
-        a_l = a_r.copy()
-        a_l[tied] = np.searchsorted(reference_sorted, current_sorted[tied], side="left")
-    else:
-        a_l = a_r
-    steps = np.arange(n2, dtype=np.float64)
-    over = np.max((steps + 1.0) / n2 - a_r / n1)
-    under = np.max(a_l / n1 - steps / n2)
+        a_r[tied] = np.searchsorted(reference_sorted, current_sorted[tied], side="left")
+        ref_cdf = a_r / n1
+    under = np.max(ref_cdf - lower)
     return float(max(over, under, 0.0))
+
+
+@lru_cache(maxsize=64)
+def _steps(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i+1)/n and i/n for i < n: the current sample's CDF just after and just before each value."""
+    i = np.arange(n, dtype=np.float64)
+    upper, lower = (i + 1.0) / n, i / n
+    upper.setflags(write=False)
+    lower.setflags(write=False)
+    return upper, lower
 
 
 def _prob_outside_square(n: int, h: np.ndarray) -> np.ndarray:

@@ -203,6 +203,7 @@ class Reference:
         result: dict[str, dict[str, Any]] = {}
         for i, (name, o) in enumerate(zip(names, outs, strict=True)):
             details = dict(o.details)
+            details["distribution_drift"] = bool(dist_drift[i])
             if has_missing[i]:
                 details.update(
                     missing_p_value=_num(p_miss[i]),

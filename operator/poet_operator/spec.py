@@ -1,0 +1,787 @@
+"""MonitorSpec: the single source of truth for a monitor (CRD schema, docs and generators all read it).
+
+A spec is written as Kubernetes YAML (camelCase keys). Every model here is frozen, rejects unknown keys
+with a suggestion of the closest valid one, and reports cross-field mistakes with the field path and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
+
+from monitor_runtime.windows.strategies import MAX_PANES_PER_WINDOW
+
+API_VERSION = "poet.dev/v1alpha1"
+KIND = "ModelMonitor"
+
+OptimizeFor = Literal["accuracy", "real_time", "cost"]
+WindowStrategy = Literal["fixed", "sliding", "adaptive"]
+WindowStorage = Literal["exact", "reservoir", "sketch"]
+FeatureType = Literal["continuous", "categorical", "auto"]
+
+# Window sizes chosen when the spec leaves `window.size` unset: accuracy wants more rows per test,
+# real_time wants small windows that answer fast, cost sits in between and keeps a sketch instead of rows.
+DEFAULT_WINDOW_SIZE: dict[str, int] = {"accuracy": 2000, "real_time": 500, "cost": 1000}
+DEFAULT_STORAGE: dict[str, str] = {"accuracy": "exact", "real_time": "exact", "cost": "sketch"}
+DEFAULT_SKETCH_CAPACITY = 256
+
+
+class SpecError(ValueError):
+    """An invalid spec: `problems` holds one `(field path, message)` pair per mistake."""
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [
+            f"invalid ModelMonitor spec{where} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):"
+        ]
+        lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in problems]
+        super().__init__("\n".join(lines))
+
+
+def _drop_null_defaults(schema: dict[str, Any]) -> None:
+    # A Kubernetes structural schema rejects `default: null`; an unset optional field simply has no default.
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class _SpecModel(BaseModel):
+    """Base of every spec model: frozen, camelCase aliases, unknown keys rejected with a suggestion."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_drop_null_defaults,
+        frozen=True,
+        populate_by_name=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        use_enum_values=True,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        # pydantic's own extra="forbid" message does not say what was meant; this one does.
+        if not isinstance(data, Mapping):
+            return data
+        known: dict[str, str] = {}
+        for name, field in cls.model_fields.items():
+            alias = field.alias or name
+            known[alias] = alias
+            known[name] = alias
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            parts = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+                hint = f"did you mean {known[close[0]]!r}?" if close else "remove it"
+                parts.append(f"unknown field {key!r} ({hint})")
+            valid = ", ".join(sorted(set(known.values())))
+            raise ValueError(f"{'; '.join(parts)}; valid fields here: {valid}")
+        return data
+
+
+class WindowSpec(_SpecModel):
+    """How rows are grouped into the windows that are compared with the reference."""
+
+    strategy: WindowStrategy = Field("sliding", description="fixed (tumbling), sliding or adaptive")
+    size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+        None,
+        description="rows per window; default depends on optimizeFor (accuracy 2000, real_time 500, "
+        "cost 1000); for adaptive windows the starting size",
+    )
+    step: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = Field(
+        None,
+        description="rows between evaluations of a sliding window (default size/2); give step or overlap",
+    )
+    overlap: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        None,
+        description="rows shared by consecutive sliding windows (size - step); give step or overlap",
+    )
+    min_size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+        None, description="adaptive windows: smallest size (default size/4)"
+    )
+    max_size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+        None, description="adaptive windows: largest size (default 4*size)"
+    )
+    storage: WindowStorage | SkipJsonSchema[None] = Field(
+        None,
+        description="exact (keep rows), reservoir (uniform sample) or sketch (bounded summary); "
+        "default exact, sketch for optimizeFor cost",
+    )
+    capacity: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = Field(
+        None, description="reservoir: rows kept (default size); sketch: bins per feature (default 256)"
+    )
+    seed: int = Field(0, ge=0, description="seed for sampling, so runs are reproducible")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> WindowSpec:
+        size = self.size
+        if self.strategy == "fixed":
+            if self.overlap:
+                raise ValueError(
+                    f"overlap={self.overlap} only applies to sliding windows; "
+                    "set strategy: sliding or remove overlap"
+                )
+            if self.step is not None and size is not None and self.step != size:
+                raise ValueError(
+                    f"step={self.step} differs from size={size}, "
+                    "but a fixed window always advances by its size; "
+                    "set strategy: sliding or remove step"
+                )
+        if (
+            self.step is not None
+            and self.overlap is not None
+            and size is not None
+            and self.step + self.overlap != size
+        ):
+            raise ValueError(
+                f"step={self.step} and overlap={self.overlap} disagree "
+                f"(step + overlap must equal size={size}); "
+                "give only one of them"
+            )
+        if size is not None:
+            if self.overlap is not None and self.overlap >= size:
+                raise ValueError(
+                    f"overlap={self.overlap} must be smaller than size={size}; lower overlap or raise size"
+                )
+            if self.step is not None and self.step > size:
+                raise ValueError(
+                    f"step={self.step} must not exceed size={size} (rows would be skipped); "
+                    "lower step or raise size"
+                )
+        if self.strategy != "adaptive" and (self.min_size is not None or self.max_size is not None):
+            raise ValueError(
+                "minSize and maxSize only apply to adaptive windows; set strategy: adaptive or remove them"
+            )
+        if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
+            raise ValueError(
+                f"minSize={self.min_size} must not exceed maxSize={self.max_size}; swap or fix them"
+            )
+        if size is not None and self.min_size is not None and size < self.min_size:
+            raise ValueError(f"size={size} is below minSize={self.min_size}; raise size or lower minSize")
+        if size is not None and self.max_size is not None and size > self.max_size:
+            raise ValueError(f"size={size} is above maxSize={self.max_size}; lower size or raise maxSize")
+        if self.capacity is not None and (self.storage or "exact") == "exact":
+            raise ValueError(
+                "capacity only applies to reservoir or sketch storage; set storage or remove capacity"
+            )
+        return self
+
+    def resolved(self, optimize_for: str = "accuracy") -> dict[str, Any]:
+        """The concrete config for `monitor_runtime.windows.make_window`: defaults filled in, and only the
+        keys that apply to the strategy (a fixed window has no step, an adaptive one no overlap)."""
+        size = self.size or DEFAULT_WINDOW_SIZE[optimize_for]
+        storage = self.storage or DEFAULT_STORAGE[optimize_for]
+        config: dict[str, Any] = {"strategy": self.strategy, "size": size}
+        if self.strategy == "sliding":
+            if self.step is not None:
+                config["step"] = self.step
+            elif self.overlap is not None:
+                config["step"] = size - self.overlap
+            else:
+                config["step"] = _default_step(size, bounded=storage != "exact")
+        elif self.strategy == "adaptive":
+            config["minSize"] = self.min_size or max(2, size // 4)
+            config["maxSize"] = self.max_size or 4 * size
+            if self.step is not None:
+                config["step"] = self.step
+        config["storage"] = storage
+        capacity = self.capacity
+        if capacity is None and storage == "reservoir":
+            capacity = size
+        elif capacity is None and storage == "sketch":
+            capacity = DEFAULT_SKETCH_CAPACITY
+        if capacity is not None:
+            config["capacity"] = capacity
+        config["seed"] = self.seed
+        return config
+
+
+def _default_step(size: int, *, bounded: bool) -> int:
+    """Half a window, or for bounded storage the largest divisor of `size` up to half of it that keeps the
+    number of panes (size / gcd(size, step)) within what the window storage accepts."""
+    half = max(1, size // 2)
+    if not bounded or size % half == 0:
+        return half
+    for panes in range(3, MAX_PANES_PER_WINDOW + 1):
+        if size % panes == 0:
+            return size // panes
+    return size  # a prime size: evaluate once per full window
+
+
+class ReferenceSpec(_SpecModel):
+    """Where the reference window comes from and when it is refreshed."""
+
+    source: Literal["first_window", "uploaded"] = Field(
+        "first_window", description="first_window (the first full window becomes the reference) or uploaded"
+    )
+    refresh: Literal["static", "accepted_windows"] = Field(
+        "static",
+        description="static (never changes) or accepted_windows (windows without drift are folded in)",
+    )
+    size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+        None, description="rows kept as reference (default: window size)"
+    )
+
+
+class FeatureSpec(_SpecModel):
+    """A declared feature; undeclared ones are still monitored when allowUnknownFeatures is true."""
+
+    name: str = Field(..., min_length=1, description="column name as it appears in the batches")
+    type: FeatureType = Field("auto", description="continuous, categorical or auto (inferred from the data)")
+    importance: float = Field(1.0, gt=0, description="weight in the overall drift score (> 0)")
+
+
+class PredictionSpec(_SpecModel):
+    """What the model predicts, so prediction and outcome monitoring use the right metrics."""
+
+    task: Literal["classification", "regression", "none"] = Field(
+        "none", description="classification, regression, or none (no prediction monitoring)"
+    )
+    positive_label: str | int | SkipJsonSchema[None] = Field(
+        None, description="classification: the label counted as positive for precision/recall"
+    )
+    classes: tuple[str | int, ...] | SkipJsonSchema[None] = Field(
+        None, description="classification: the expected label set (others are reported as unseen)"
+    )
+
+    @model_validator(mode="after")
+    def _check_task(self) -> PredictionSpec:
+        if self.task != "classification" and (self.positive_label is not None or self.classes is not None):
+            raise ValueError(
+                f"positiveLabel and classes only apply to task: classification (task is {self.task}); "
+                "set task: classification or remove them"
+            )
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes lists a label twice; list each label once")
+        if (
+            self.classes is not None
+            and self.positive_label is not None
+            and self.positive_label not in self.classes
+        ):
+            raise ValueError(
+                f"positiveLabel {self.positive_label!r} is not one of classes; add it to classes"
+            )
+        return self
+
+
+class MethodThresholds(_SpecModel):
+    """Optional effect-size thresholds per statistical method (the drift engine's defaults otherwise)."""
+
+    ks: Annotated[float, Field(gt=0, le=1)] | SkipJsonSchema[None] = Field(None, description="KS statistic D")
+    wasserstein: Annotated[float, Field(gt=0)] | SkipJsonSchema[None] = Field(
+        None, description="normalised Wasserstein distance"
+    )
+    psi: Annotated[float, Field(gt=0)] | SkipJsonSchema[None] = Field(
+        None, description="population stability index"
+    )
+    js: Annotated[float, Field(gt=0, le=1)] | SkipJsonSchema[None] = Field(
+        None, description="Jensen-Shannon distance"
+    )
+    chi2: Annotated[float, Field(gt=0, le=1)] | SkipJsonSchema[None] = Field(
+        None, description="Cramér's V of the chi-square test"
+    )
+    kl: Annotated[float, Field(gt=0)] | SkipJsonSchema[None] = Field(
+        None, description="Kullback-Leibler divergence"
+    )
+    sparse: Annotated[float, Field(gt=0, le=1)] | SkipJsonSchema[None] = Field(
+        None, description="sparse features: max(zero-rate change, KS of the non-zero values)"
+    )
+    hybrid: Annotated[float, Field(gt=0, le=1)] | SkipJsonSchema[None] = Field(
+        None, description="mixed features: max of the parts"
+    )
+
+
+class ThresholdSpec(_SpecModel):
+    """When a shift counts as drift and when the overall health changes."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of each test after correction")
+    correction: Literal["bh", "bonferroni", "none"] = Field(
+        "bh",
+        description="correction across features: bh (false discovery rate), bonferroni or none",
+    )
+    warning: Annotated[float, Field(gt=0, le=1)] | SkipJsonSchema[None] = Field(
+        None,
+        description="overall drift score at which health becomes warning (default: any drifted feature)",
+    )
+    critical: float = Field(
+        0.25, gt=0, le=1, description="overall drift score at which health becomes critical"
+    )
+    methods: MethodThresholds = Field(
+        default_factory=MethodThresholds, description="per-method effect thresholds"
+    )
+
+    @model_validator(mode="after")
+    def _check_order(self) -> ThresholdSpec:
+        if self.warning is not None and self.warning >= self.critical:
+            raise ValueError(
+                f"warning={self.warning} must be below critical={self.critical}; "
+                "lower warning or raise critical"
+            )
+        return self
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Reference.fit` (correction, alpha, thresholds, critical_score)."""
+        methods = {k: v for k, v in self.methods.model_dump().items() if v is not None}
+        return {
+            "correction": self.correction,
+            "alpha": self.alpha,
+            "thresholds": methods,
+            "critical_score": self.critical,
+        }
+
+
+class SecretKeyRef(_SpecModel):
+    """A key in a Kubernetes Secret in the monitor's namespace."""
+
+    name: str = Field(..., min_length=1, description="Secret name")
+    key: str = Field("api-key", min_length=1, description="key inside the Secret")
+
+
+class LLMSettings(_SpecModel):
+    """An OpenAI-compatible endpoint and the budget the generator may spend on it."""
+
+    model: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
+        None, description="model name, e.g. gpt-4o-mini"
+    )
+    base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible API base URL")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", min_length=1, description="environment variable holding the key"
+    )
+    api_key_secret: SecretKeyRef | SkipJsonSchema[None] = Field(
+        None, description="Kubernetes Secret holding the key (read by the operator)"
+    )
+    api_key_file: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
+        None, description="path of a file holding the key (a mounted Secret)"
+    )
+    timeout_seconds: float = Field(60.0, gt=0, description="timeout of one request")
+    max_tokens: int = Field(4096, ge=256, description="completion token limit of one request")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
+    max_repair_rounds: int = Field(
+        2, ge=0, description="times a rejected answer is sent back with the reasons"
+    )
+    token_budget: int = Field(200_000, ge=1, description="total tokens this monitor may spend")
+    call_budget: int = Field(20, ge=1, description="total requests this monitor may make")
+
+    @model_validator(mode="after")
+    def _check_url(self) -> LLMSettings:
+        if not re.match(r"^https?://[^\s/]+", self.base_url):
+            raise ValueError(
+                f"baseUrl {self.base_url!r} is not an http(s) URL; use e.g. https://api.openai.com/v1"
+            )
+        return self
+
+
+class GeneratorSpec(_SpecModel):
+    """Which generator writes the monitor code."""
+
+    kind: Literal["template", "llm"] = Field("template", description="template (offline, default) or llm")
+    llm: LLMSettings | SkipJsonSchema[None] = Field(None, description="LLM settings, required for kind: llm")
+
+    @model_validator(mode="after")
+    def _check_llm(self) -> GeneratorSpec:
+        if self.kind == "llm" and (self.llm is None or not self.llm.model):
+            raise ValueError(
+                "kind: llm needs llm.model; set generator.llm.model (e.g. gpt-4o-mini) or use kind: template"
+            )
+        return self
+
+
+class RolloutSpec(_SpecModel):
+    """How a new version is rolled out and when the operator regenerates it."""
+
+    canary_analysis_seconds: int = Field(
+        300, ge=0, description="time a new version runs as canary before promotion"
+    )
+    restart_tolerance: int = Field(2, ge=0, description="restarts tolerated during canary before rollback")
+    auto_regenerate: bool = Field(True, description="generate a new version from feedback after a failure")
+    regeneration_budget: int = Field(
+        3, ge=0, description="regenerations allowed before escalating to a human"
+    )
+
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_QUANTITY_FACTOR = {
+    None: 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+
+
+def parse_quantity(value: str) -> float:
+    """A Kubernetes resource quantity ("250m", "1Gi", "2") as a number; ValueError when malformed."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)")
+    return float(match.group(1)) * _QUANTITY_FACTOR[match.group(2)]
+
+
+class ResourceAmounts(_SpecModel):
+    """CPU and memory amounts as Kubernetes quantities."""
+
+    cpu: str | SkipJsonSchema[None] = Field(None, description="e.g. 250m or 1")
+    memory: str | SkipJsonSchema[None] = Field(None, description="e.g. 256Mi or 1Gi")
+
+    @model_validator(mode="after")
+    def _check_quantities(self) -> ResourceAmounts:
+        for name in ("cpu", "memory"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_quantity(value)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
+
+
+class ResourceSpec(_SpecModel):
+    """Requests and limits of each runtime pod."""
+
+    requests: ResourceAmounts = Field(default_factory=lambda: ResourceAmounts(cpu="100m", memory="256Mi"))
+    limits: ResourceAmounts = Field(default_factory=lambda: ResourceAmounts(cpu="1", memory="1Gi"))
+
+    @model_validator(mode="after")
+    def _check_requests_within_limits(self) -> ResourceSpec:
+        for name in ("cpu", "memory"):
+            request, limit = getattr(self.requests, name), getattr(self.limits, name)
+            if request is not None and limit is not None and parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(
+                    f"requests.{name}={request} exceeds limits.{name}={limit}; "
+                    "lower the request or raise the limit"
+                )
+        return self
+
+
+class RuntimeSpec(_SpecModel):
+    """The pods that run the monitor."""
+
+    replicas: int = Field(1, ge=1, le=50, description="runtime pods")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    image: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
+        None, description="runtime image (operator default)"
+    )
+
+
+class MonitorSpec(_SpecModel):
+    """The spec of a ModelMonitor. Only `model` is required."""
+
+    model: str = Field(..., min_length=1, description="name of the model this monitor watches")
+    domain: Literal["ml_monitoring"] = Field(
+        "ml_monitoring", description="problem domain of the generated code"
+    )
+    optimize_for: OptimizeFor = Field(
+        "accuracy", description="accuracy (exact tests, FDR), real_time (fast, sampled) or cost (sketches)"
+    )
+    template: Literal["feature_drift", "model_agnostic_monitor"] = Field(
+        "feature_drift",
+        description="feature_drift, or model_agnostic_monitor (watches only predictions and outcomes)",
+    )
+    window: WindowSpec = Field(default_factory=WindowSpec)
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
+    features: tuple[FeatureSpec, ...] = Field((), description="declared features (optional)")
+    allow_unknown_features: bool = Field(True, description="also monitor columns not listed in features")
+    predictions: PredictionSpec = Field(default_factory=PredictionSpec)
+    thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    @model_validator(mode="after")
+    def _check_bounded_window(self) -> MonitorSpec:
+        config = self.window.resolved(self.optimize_for)
+        if config["strategy"] == "sliding" and config["storage"] != "exact":
+            size, step = config["size"], config["step"]
+            divisor = math.gcd(size, step)
+            panes = size // divisor
+            if panes > MAX_PANES_PER_WINDOW:
+                raise ValueError(
+                    f"window.step={step} and window.size={size} share only the divisor {divisor}, "
+                    f"so {config['storage']} storage would keep {panes} summaries per window "
+                    f"(at most {MAX_PANES_PER_WINDOW}); choose a step that divides size"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_features(self) -> MonitorSpec:
+        names = [feature.name for feature in self.features]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"features lists {', '.join(map(repr, duplicates))} more than once; keep one entry each"
+            )
+        if not self.allow_unknown_features and not self.features and self.template == "feature_drift":
+            raise ValueError(
+                "allowUnknownFeatures is false but features is empty, so nothing would be monitored; "
+                "list the features or set allowUnknownFeatures: true"
+            )
+        if self.template == "model_agnostic_monitor" and self.predictions.task == "none":
+            raise ValueError(
+                "template model_agnostic_monitor watches predictions and outcomes; "
+                "set predictions.task to classification or regression"
+            )
+        return self
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str | None = None, path_prefix: str = "spec") -> MonitorSpec:
+        """Validate a bare spec mapping; raises SpecError naming each bad field."""
+        if not isinstance(data, Mapping):
+            raise SpecError(
+                [(path_prefix, f"must be a mapping of spec fields, got {type(data).__name__}")], source=source
+            )
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise SpecError(_problems(exc, path_prefix), source=source) from None
+
+    @classmethod
+    def from_manifest(cls, obj: Any, *, source: str | None = None) -> MonitorSpec:
+        """A spec from a full `ModelMonitor` manifest or from a bare spec mapping."""
+        return MonitorDocument.from_obj(obj, source=source).spec
+
+    # --- views --------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict with camelCase keys and every default filled in."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def spec_hash(self) -> str:
+        """sha256 of the canonical JSON of the full spec (defaults included, so equal specs hash equal)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def window_config(self) -> dict[str, Any]:
+        """The concrete window config for `make_window`, defaults resolved for `optimizeFor`."""
+        return self.window.resolved(self.optimize_for)
+
+    def feature_map(self) -> dict[str, dict[str, Any]]:
+        """Declared features as the drift engine's `features` argument: {name: {type, importance}}."""
+        return {f.name: {"type": f.type, "importance": f.importance} for f in self.features}
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata the monitor uses; other keys are kept but ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class MonitorDocument(BaseModel):
+    """A ModelMonitor as applied with kubectl: apiVersion, kind, metadata and spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: MonitorSpec
+
+    @property
+    def name(self) -> str:
+        """metadata.name, or a DNS-safe name derived from the model for bare specs."""
+        if self.metadata.name:
+            return self.metadata.name
+        slug = re.sub(r"[^a-z0-9-]+", "-", self.spec.model.lower()).strip("-")
+        return (slug or "monitor")[:63].strip("-") or "monitor"
+
+    @classmethod
+    def from_obj(cls, obj: Any, *, source: str | None = None) -> MonitorDocument:
+        """Accept a full ModelMonitor manifest or a bare spec mapping."""
+        if not isinstance(obj, Mapping):
+            raise SpecError(
+                [("", f"expected a ModelMonitor manifest or a spec mapping, got {type(obj).__name__}")],
+                source=source,
+            )
+        if not ({"apiVersion", "kind", "spec", "metadata"} & set(obj)):
+            return cls(spec=MonitorSpec.from_mapping(obj, source=source, path_prefix="spec"))
+        problems: list[tuple[str, str]] = []
+        unknown = sorted(set(obj) - {"apiVersion", "kind", "metadata", "spec", "status"})
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), ["apiVersion", "kind", "metadata", "spec"], n=1)
+            problems.append(
+                (
+                    str(key),
+                    "unknown top-level field "
+                    + (f"(did you mean {close[0]!r}?)" if close else "(remove it)"),
+                )
+            )
+        if obj.get("apiVersion") != API_VERSION:
+            problems.append(("apiVersion", f"must be {API_VERSION!r}, got {obj.get('apiVersion')!r}"))
+        if obj.get("kind") != KIND:
+            problems.append(("kind", f"must be {KIND!r}, got {obj.get('kind')!r}"))
+        metadata = obj.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            problems.append(("metadata", "must be a mapping with at least a name"))
+            metadata = {}
+        name = metadata.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > 63 or not _NAME_RE.match(name)):
+            problems.append(
+                (
+                    "metadata.name",
+                    f"{name!r} is not a DNS label (lowercase letters, digits and '-', at most 63 characters)",
+                )
+            )
+        if "spec" not in obj:
+            problems.append(("spec", "is required; it needs at least `model`"))
+        spec = None
+        try:
+            if "spec" in obj:
+                spec = MonitorSpec.from_mapping(obj["spec"], source=source, path_prefix="spec")
+        except SpecError as exc:
+            problems.extend(exc.problems)
+        if problems or spec is None:
+            raise SpecError(problems, source=source)
+        return cls(
+            api_version=API_VERSION, kind=KIND, metadata=ObjectMeta.model_validate(dict(metadata)), spec=spec
+        )
+
+
+_UNION_TAGS = {"int", "str", "float", "bool", "none"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic adds the union member's name to an error's location; field aliases never look like that."""
+    if isinstance(part, int):
+        return False
+    text = str(part)
+    return text in _UNION_TAGS or text[:1].isupper() or "[" in text or "-" in text
+
+
+def _field_description(loc: list[Any]) -> str | None:
+    """The description of the field at `loc` (aliases and list indices), for "is required" hints."""
+    model: Any = MonitorSpec
+    description = None
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        fields = {(f.alias or n): f for n, f in model.model_fields.items()}
+        field = fields.get(str(part))
+        if field is None:
+            return None
+        description = field.description
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None) or (annotation,)
+        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return description
+
+
+def _problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    """pydantic errors as (camelCase field path, actionable message) pairs, one per field."""
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    errors = exc.errors(include_url=False)
+    # A value failing an optional field also fails its `None` branch; that second error says nothing useful.
+    errors = [e for e in errors if e["type"] != "none_required"] or errors
+    for error in errors:
+        loc = [part for part in error["loc"] if not _is_union_tag(part)]
+        path = ".".join([prefix, *map(str, loc)]) if prefix else ".".join(map(str, loc))
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if error["type"] == "missing":
+            description = _field_description(loc)
+            message = f"is required ({description})" if description else "is required"
+        elif error["type"] not in {"value_error", "assertion_error"}:
+            message = f"{message[:1].lower()}{message[1:]} (got {error.get('input')!r})"
+        if path in seen:
+            continue
+        seen.add(path)
+        problems.append((path, message))
+    return problems
+
+
+def load_document_file(path: str | Path) -> MonitorDocument:
+    """Read a YAML file holding one ModelMonitor manifest (or a bare spec)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([("", f"cannot read the file: {exc.strerror or exc}")], source=source) from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SpecError(
+            [("", f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}")], source=source
+        ) from None
+    monitors = [doc for doc in documents if isinstance(doc, Mapping) and doc.get("kind") == KIND]
+    if len(monitors) > 1:
+        raise SpecError(
+            [("", f"holds {len(monitors)} ModelMonitor documents; keep one per file")], source=source
+        )
+    if monitors:
+        return MonitorDocument.from_obj(monitors[0], source=source)
+    if len(documents) != 1:
+        raise SpecError(
+            [
+                (
+                    "",
+                    "expected one ModelMonitor manifest or one spec mapping"
+                    f", found {len(documents)} documents",
+                )
+            ],
+            source=source,
+        )
+    return MonitorDocument.from_obj(documents[0], source=source)
+
+
+def load_spec_file(path: str | Path) -> MonitorSpec:
+    """The MonitorSpec of a YAML file (full ModelMonitor manifest or bare spec)."""
+    return load_document_file(path).spec
+
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "FeatureSpec",
+    "GeneratorSpec",
+    "LLMSettings",
+    "MethodThresholds",
+    "MonitorDocument",
+    "MonitorSpec",
+    "PredictionSpec",
+    "ReferenceSpec",
+    "ResourceSpec",
+    "RolloutSpec",
+    "RuntimeSpec",
+    "SecretKeyRef",
+    "SpecError",
+    "ThresholdSpec",
+    "WindowSpec",
+    "load_document_file",
+    "load_spec_file",
+    "parse_quantity",
+]

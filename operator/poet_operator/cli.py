@@ -11,7 +11,9 @@ from poet_operator import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     """The `poetmon` argument parser."""
-    parser = argparse.ArgumentParser(prog="poetmon", description="poet-monitor: self-healing ML drift monitors.")
+    parser = argparse.ArgumentParser(
+        prog="poetmon", description="poet-monitor: self-healing ML drift monitors."
+    )
     parser.add_argument("--version", action="version", version=f"poetmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -24,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--feedback", action="append", default=[], help="feedback record (JSON), repeatable")
     gen.add_argument("--lessons", help="lessons file (JSON) to apply")
     gen.add_argument("--generator", choices=["template", "llm"], help="override spec.generator.kind")
-    gen.add_argument("--version-number", type=int, default=1)
+    gen.add_argument(
+        "--version-number", type=int, default=None, help="version to write (default: previous + 1, or 1)"
+    )
+    gen.add_argument("--previous", help="the version directory the feedback is about (carries its remedies)")
+    gen.add_argument("--events-file", help="append POET events as JSON lines here instead of stderr")
 
     enf = sub.add_parser("enforce", help="enforce a version directory; non-zero exit on failure")
     enf.add_argument("directory")
@@ -64,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lessons_file=args.lessons,
             generator=args.generator,
             version_number=args.version_number,
+            previous_dir=args.previous,
+            events_file=args.events_file,
         )
     if args.command == "enforce":
         from poet_operator.poet.enforce import enforce_command

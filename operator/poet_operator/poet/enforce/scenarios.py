@@ -140,8 +140,23 @@ def _frame(
     *,
     shift: Sequence[str] = (),
     cat_shift: Sequence[str] = (),
+    base: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    data: dict[str, np.ndarray] = {}
+    if base is not None:
+        # Current rows are resampled from the reference, so a column that is not shifted on purpose
+        # never alarms by chance (an independent draw would, in about alpha of seeds).
+        n_base = len(next(iter(base.values())))
+        rows = rng.choice(n_base, size=n, replace=n > n_base)
+        data = {name: np.asarray(values)[rows] for name, values in base.items()}
+        for name in layout.continuous:
+            if name in shift:
+                values = data[name]
+                data[name] = values + 1.0 * float(np.std(values) or 1.0) + 0.5
+        for name in layout.categorical:
+            if name in cat_shift:
+                data[name] = rng.choice(_CATEGORIES, size=n, p=_SHIFTED_P)
+        return data
+    data = {}
     for i, name in enumerate(layout.continuous):
         # Different shapes per column so type inference and tests see realistic, non-identical features.
         if i % 3 == 1:
@@ -181,18 +196,18 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
             Step("monitor_features", current, expect=shown),
         )
 
-    null = _frame(layout, n_cur, rng)
+    null = _frame(layout, n_cur, rng, base=reference)
     scenarios.append(
         Scenario(
             "null_data",
-            "current data from the reference distribution: no alarm",
+            "current rows resampled from the reference: no alarm",
             drift_steps(null, Expect(no_drift=True, present=features)),
         )
     )
 
     shifted_names = layout.continuous[:2]
     if shifted_names:
-        shifted = _frame(layout, n_cur, rng, shift=shifted_names)
+        shifted = _frame(layout, n_cur, rng, base=reference, shift=shifted_names)
         others = tuple(f for f in features if f not in shifted_names)
         scenarios.append(
             Scenario(
@@ -204,7 +219,7 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
 
     if layout.categorical:
         target = layout.categorical[:1]
-        cat_shift = _frame(layout, n_cur, rng, cat_shift=target)
+        cat_shift = _frame(layout, n_cur, rng, base=reference, cat_shift=target)
         others = tuple(f for f in features if f not in target)
         scenarios.append(
             Scenario(
@@ -214,7 +229,7 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
             )
         )
 
-    dirty = _frame(layout, n_cur, rng)
+    dirty = _frame(layout, n_cur, rng, base=reference)
     for i, name in enumerate(layout.continuous):
         values = dirty[name].copy()
         mask = rng.random(n_cur) < 0.15
@@ -244,9 +259,9 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
         )
     )
 
-    first = _frame(layout, n_cur, rng)
-    with_new = {**_frame(layout, n_cur, rng), "late_feature": rng.normal(0.0, 1.0, n_cur)}
-    dropped = dict(_frame(layout, n_cur, rng))
+    first = _frame(layout, n_cur, rng, base=reference)
+    with_new = {**_frame(layout, n_cur, rng, base=reference), "late_feature": rng.normal(0.0, 1.0, n_cur)}
+    dropped = dict(_frame(layout, n_cur, rng, base=reference))
     if layout.continuous:
         dropped.pop(layout.continuous[-1])
     scenarios.append(
@@ -272,7 +287,7 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
         return out
 
     sparse_ref = sparse(reference, np.random.default_rng(seed + 1))
-    sparse_cur = sparse(_frame(layout, n_cur, rng), np.random.default_rng(seed + 2))
+    sparse_cur = sparse(_frame(layout, n_cur, rng, base=reference), np.random.default_rng(seed + 2))
     scenarios.append(
         Scenario(
             "sparse_data",
@@ -288,7 +303,7 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
     if layout.continuous:
         const_name = layout.continuous[0]
         const_ref = {**reference, const_name: np.full(n_ref, 3.0)}
-        const_cur = {**_frame(layout, n_cur, rng), const_name: np.full(n_cur, 3.0)}
+        const_cur = {**_frame(layout, n_cur, rng, base=reference), const_name: np.full(n_cur, 3.0)}
         expect = Expect(not_drifted=(const_name,)) if verdicts else Expect()
         scenarios.append(
             Scenario(
@@ -308,7 +323,7 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
             "integer, float32 and boolean columns and integer-coded categories: no crash",
             (
                 Step("update_reference_window", _retyped(reference, layout)),
-                Step("monitor_features", _retyped(_frame(layout, n_cur, rng), layout)),
+                Step("monitor_features", _retyped(_frame(layout, n_cur, rng, base=reference), layout)),
             ),
         )
     )
@@ -319,8 +334,8 @@ def build_scenarios(spec: Mapping[str, Any], *, seed: int = 20240607) -> list[Sc
             "state() is JSON, and a fresh monitor restored from it answers exactly like the original",
             (
                 Step("update_reference_window", reference),
-                Step("monitor_features", _frame(layout, n_cur, rng)),
-                Step("roundtrip", _frame(layout, n_cur, rng, shift=shifted_names)),
+                Step("monitor_features", _frame(layout, n_cur, rng, base=reference)),
+                Step("roundtrip", _frame(layout, n_cur, rng, base=reference, shift=shifted_names)),
             ),
         )
     )

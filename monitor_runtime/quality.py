@@ -198,8 +198,13 @@ def classification_metrics(
 def _resolve_positive(classes: np.ndarray, positive_label: Any) -> Any:
     if positive_label is None:
         return _default_positive(classes)
-    candidate = float(positive_label) if classes.dtype.kind == "f" else str(positive_label)
-    if candidate not in set(classes.tolist()):
+    candidate: Any = str(positive_label)
+    if classes.dtype.kind == "f":
+        try:
+            candidate = float(positive_label)
+        except (TypeError, ValueError):
+            candidate = None  # a text label can never match numeric classes; fall through to the error
+    if candidate is None or candidate not in set(classes.tolist()):
         raise ValueError(
             f"positive_label {positive_label!r} is not among the labels {[_json_label(c) for c in classes]}"
         )

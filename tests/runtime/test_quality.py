@@ -157,3 +157,12 @@ def test_prediction_drift_uses_the_engine_on_one_column() -> None:
     )
     assert labels["data_type"] == "categorical" and labels["drift_detected"]
     json.dumps([same, shifted, labels], allow_nan=False)
+
+
+def test_text_positive_label_with_numeric_labels_names_the_labels() -> None:
+    import pytest
+
+    from monitor_runtime.quality import classification_metrics
+
+    with pytest.raises(ValueError, match="not among the labels"):
+        classification_metrics([0, 1, 1], [0, 1, 0], positive_label="fraud")

@@ -78,7 +78,22 @@ def _labels(predictions: np.ndarray, actuals: np.ndarray) -> tuple[np.ndarray, n
     predictions, actuals = _retype(predictions), _retype(actuals)
     if predictions.dtype.kind in "biuf" and actuals.dtype.kind in "biuf":
         return predictions.astype(np.float64), actuals.astype(np.float64)
-    return predictions.astype(str).astype(object), actuals.astype(str).astype(object)
+    return _as_text(predictions), _as_text(actuals)
+
+
+def _as_text(values: np.ndarray) -> np.ndarray:
+    # Whole numbers are written without ".0" so 1.0 predicted against "1" actual is one class.
+    if values.dtype.kind in "f":
+        whole = np.isfinite(values) & (values == np.round(values))
+        text = values.astype(str)
+        if whole.any():
+            text = np.where(whole, np.where(whole, values, 0).astype(np.int64).astype(str), text)
+        return text.astype(object)
+    if values.dtype.kind == "O":
+        return np.array([_json_label(v) if isinstance(v, float) else v for v in values.tolist()]).astype(
+            str
+        ).astype(object)
+    return values.astype(str).astype(object)
 
 
 def _default_positive(classes: np.ndarray) -> Any:

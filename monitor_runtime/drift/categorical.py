@@ -57,12 +57,17 @@ class CategoricalReference:
         self.method = method
         self.data_type = data_type
         self.n_total = column.n
-        self.missing_rate = column.missing_rate
+        self.n_unusable = self.unusable(column)
         labels = label_view(column)
         self.categories, counts = np.unique(labels, return_counts=True)
         # One extra slot for categories the reference never saw.
         self.counts = np.append(counts, 0).astype(np.int64)
         self.n_valid = int(labels.size)
+
+    @staticmethod
+    def unusable(column: Column) -> int:
+        """Values this feature cannot test: missing or infinite."""
+        return column.n_missing + column.n_inf
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
         """Category codes; ``len(categories)`` for unseen labels."""

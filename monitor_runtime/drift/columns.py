@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 #: String values read as missing (as CSV readers and JSON producers write them).
-MISSING_STRINGS = frozenset({"", "nan", "NaN", "NAN", "null", "NULL", "None", "NA", "N/A", "n/a"})
+#: "NA" is deliberately absent: it is Namibia's country code.
+MISSING_STRINGS = frozenset({"", "nan", "NaN", "NAN", "null", "NULL", "None", "N/A", "n/a"})
+#: Boolean spellings, rendered as "1"/"0" so a CSV's "true" and a JSON true are one category.
+TRUE_STRINGS = ("True", "true", "TRUE")
+FALSE_STRINGS = ("False", "false", "FALSE")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,13 @@ def _split_numeric(values: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 def _labels_from_strings(values: np.ndarray) -> tuple[np.ndarray, int]:
+    if values.dtype.kind == "S":
+        values = np.char.decode(values, "utf-8", "replace")
     values = values.astype(str, copy=False)
+    if values.dtype.itemsize <= 5 * 4:  # only short strings can spell a boolean
+        truthy, falsy = np.isin(values, TRUE_STRINGS), np.isin(values, FALSE_STRINGS)
+        if truthy.any() or falsy.any():
+            values = np.where(truthy, "1", np.where(falsy, "0", values))
     missing = np.isin(values, list(MISSING_STRINGS))
     if missing.any():
         return values[~missing], int(missing.sum())
@@ -83,7 +93,10 @@ def _split_object(values: np.ndarray) -> Column:
         numbers = None
     if numbers is not None:
         finite, n_nan, n_inf = _split_numeric(numbers)
-        return Column(n, finite, _EMPTY_U, int(none.sum()) + n_nan, n_inf)
+        all_bool = kept.size > 0 and all(isinstance(v, (bool, np.bool_)) for v in kept[:64]) and bool(
+            np.all(np.isin(finite, (0.0, 1.0)))
+        )
+        return Column(n, finite, _EMPTY_U, int(none.sum()) + n_nan, n_inf, is_bool=all_bool)
     # Mixed content: decide per element whether it is a number (bool counts as a label).
     is_num = np.fromiter(
         (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in kept),
@@ -97,7 +110,10 @@ def _split_object(values: np.ndarray) -> Column:
 
 def to_column(values: object, name: str = "column") -> Column:
     """Classify a column's values; raises ValueError (naming the column) for non-1-D input."""
-    arr = np.asarray(values) if not isinstance(values, np.ndarray) else values
+    try:
+        arr = np.asarray(values) if not isinstance(values, np.ndarray) else values
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"column {name!r} is not a flat sequence of values: {exc}") from None
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
@@ -130,6 +146,17 @@ def numeric_view(column: Column) -> np.ndarray:
     return np.concatenate([column.numeric, parsed[np.isfinite(parsed)]])
 
 
+def parses_as_numbers(labels: np.ndarray) -> bool:
+    """Whether every label is a number written as text (a CSV column read as strings)."""
+    if labels.size == 0:
+        return False
+    try:
+        np.unique(labels).astype(np.float64)
+    except ValueError:
+        return False
+    return True
+
+
 def unparsed_labels(column: Column) -> int:
     """How many labels of a continuous feature are not numbers."""
     if column.labels.size == 0:
@@ -155,8 +182,6 @@ def label_view(column: Column) -> np.ndarray:
     nums = column.numeric
     integral = np.all(nums == np.round(nums)) and np.all(np.abs(nums) < 2**53)
     rendered = nums.astype(np.int64).astype(str) if integral else nums.astype(str)
-    if column.is_bool:
-        rendered = np.where(nums > 0, "True", "False")
     if column.labels.size == 0:
         return rendered
     return np.concatenate([rendered, column.labels])

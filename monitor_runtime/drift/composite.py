@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from monitor_runtime.drift.categorical import chi2_contingency_2xk
-from monitor_runtime.drift.columns import Column
+from monitor_runtime.drift.columns import Column, numeric_view, unparsed_labels
 from monitor_runtime.drift.decisions import proportion_test
 from monitor_runtime.drift.ks import ks_statistic_sorted
 from monitor_runtime.drift.outcome import Outcome
@@ -26,15 +26,20 @@ class SparseReference:
 
     def __init__(self, column: Column):
         self.n_total = column.n
-        self.missing_rate = column.missing_rate
-        values = np.sort(column.numeric)
+        self.n_unusable = self.unusable(column)
+        values = np.sort(numeric_view(column))
         self.nonzero = values[values != 0]
         self.n_empty = column.n - self.nonzero.size  # zeros, missing and infinite
         self.n_valid = int(column.numeric.size)
 
+    @staticmethod
+    def unusable(column: Column) -> int:
+        """Values this feature cannot test: missing, infinite, or text that is not a number."""
+        return column.n_missing + column.n_inf + unparsed_labels(column)
+
     def compare(self, column: Column) -> Outcome:
         """Compare one batch's column with the reference."""
-        values = np.sort(column.numeric)
+        values = np.sort(numeric_view(column))
         nonzero = values[values != 0]
         n1, n2 = self.n_total, column.n
         out = Outcome(self.method, self.data_type, 0.0, n1, n2)
@@ -67,11 +72,16 @@ class MixedReference:
 
     def __init__(self, column: Column):
         self.n_total = column.n
-        self.missing_rate = column.missing_rate
+        self.n_unusable = self.unusable(column)
         self.numbers = np.sort(column.numeric)
         self.categories, counts = np.unique(column.labels, return_counts=True)
         self.counts = np.append(counts, 0)
         self.n_valid = column.n_valid
+
+    @staticmethod
+    def unusable(column: Column) -> int:
+        """Values this feature cannot test: missing or infinite."""
+        return column.n_missing + column.n_inf
 
     def compare(self, column: Column) -> Outcome:
         """Compare one batch's column with the reference."""

@@ -61,15 +61,13 @@ class ContinuousReference:
         values = _subsample(numeric_view(column), max_samples, seed)
         self.sorted = np.sort(values)
         self.n_total = column.n
-        self.missing_rate = column.missing_rate
-        self.n_missing = column.n_missing + column.n_inf + unparsed_labels(column)
+        self.n_unusable = self.unusable(column)
         n = self.sorted.size
         if n:
             qs = np.quantile(self.sorted, np.linspace(0, 1, PSI_BINS + 1)[1:-1])
             self.edges = np.unique(qs)
             self.shares = _bin_shares(self.sorted, self.edges)
-            self.mean = float(self.sorted.mean())
-            std = float(self.sorted.std())
+            self.mean, std = _mean_std(self.sorted)
             iqr = float(np.subtract(*np.quantile(self.sorted, [0.75, 0.25])))
             # Scale for Wasserstein: std, or IQR-based, or 1 for a constant reference.
             self.scale = std if std > 0 else (iqr / 1.349 if iqr > 0 else 1.0)
@@ -83,6 +81,11 @@ class ContinuousReference:
     @property
     def n_valid(self) -> int:
         return int(self.sorted.size)
+
+    @staticmethod
+    def unusable(column: Column) -> int:
+        """Values this feature cannot test: missing, infinite, or text that is not a number."""
+        return column.n_missing + column.n_inf + unparsed_labels(column)
 
     def compare(self, column: Column) -> Outcome:
         """Compare one batch's column with the reference."""
@@ -100,7 +103,7 @@ class ContinuousReference:
         d = ks_statistic_sorted(self.sorted, cur)
         out.ks = (d, n1, n2)
         out.effect = self._effect(d, cur)
-        cur_mean = float(cur.mean())
+        cur_mean = _mean_std(cur)[0]
         out.details.update(
             ks_statistic=d,
             reference_mean=self.mean,
@@ -146,12 +149,24 @@ class ContinuousReference:
         }
 
 
+def _mean_std(sorted_values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation that do not overflow for values near the float limit."""
+    mag = max(abs(float(sorted_values[0])), abs(float(sorted_values[-1])))
+    if mag < 1e150:
+        return float(sorted_values.mean()), float(sorted_values.std())
+    scaled = sorted_values / mag
+    return float(scaled.mean()) * mag, float(scaled.std()) * mag
+
+
 def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
     """1-Wasserstein distance between two sorted samples via their quantile functions.
 
     Exact when both samples have the same size (mean |a_i - b_i|); otherwise evaluated on a grid of
     ``WASSERSTEIN_GRID`` quantile levels, accurate to well under a percent for an effect size.
     """
+    mag = max(abs(float(a[0])), abs(float(a[-1])), abs(float(b[0])), abs(float(b[-1])))
+    if mag >= 1e150:  # rescale so differences of huge values do not overflow
+        return wasserstein_sorted(a / mag, b / mag) * mag
     if a.size == b.size:
         return float(np.mean(np.abs(a - b)))
     m = min(max(a.size, b.size), WASSERSTEIN_GRID)

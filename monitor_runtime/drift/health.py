@@ -20,7 +20,11 @@ def overall(features: dict[str, dict[str, Any]], critical_score: float = CRITICA
     score = sum(f["importance"] * f["severity"] for f in scored) / total if total > 0 else 0.0
     drifted_weight = sum(f["importance"] for f in scored if f["drift_detected"])
     schema_change = any(f["status"] in ("new_feature", "missing_feature") for f in features.values())
-    if score >= critical_score or (total > 0 and drifted_weight / total >= CRITICAL_SHARE):
+    # Verdicts resting on a handful of rows may warn but never make health critical on their own.
+    confident = [f for f in scored if f["confidence"] >= LOW_CONFIDENCE]
+    sure_score = sum(f["importance"] * f["severity"] for f in confident) / total if total > 0 else 0.0
+    sure_weight = sum(f["importance"] for f in confident if f["drift_detected"])
+    if sure_score >= critical_score or (total > 0 and sure_weight / total >= CRITICAL_SHARE):
         return score, "critical"
     if drifted_weight > 0 or schema_change:
         return score, "warning"
@@ -82,7 +86,12 @@ def recommendations(
         recs.append(f"New features not in the reference: {', '.join(new)}; add them to the reference.")
     if gone:
         recs.append(f"Reference features missing from the batch: {', '.join(gone)}; check the producer.")
-    low = [n for n, f in features.items() if f["status"] == "ok" and f["confidence"] < LOW_CONFIDENCE]
+    low = [
+        n
+        for n, f in features.items()
+        if f["status"] not in ("new_feature", "missing_feature", "insufficient_data")
+        and f["confidence"] < LOW_CONFIDENCE
+    ]
     if low:
         recs.append(
             f"Few rows behind {len(low)} verdicts (e.g. '{low[0]}'): "

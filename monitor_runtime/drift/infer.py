@@ -1,7 +1,8 @@
 """Feature type inference for ``type: auto``.
 
 Rules, in order (documented in docs/drift.md):
-1. labels only -> ``binary`` with two distinct labels, else ``categorical``; booleans -> ``binary``;
+1. labels that all parse as numbers are numbers (then rule 3);
+   labels only -> ``binary`` with two distinct labels, else ``categorical``; booleans -> ``binary``;
 2. numbers and labels in one column -> ``mixed`` (the hybrid test);
 3. numbers: ``sparse`` when at least half of the values are zero or missing and the non-zero part
    has more than two distinct values; ``binary`` with at most two distinct values; ``categorical``
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor_runtime.drift.columns import Column
+from monitor_runtime.drift.columns import Column, numeric_view, parses_as_numbers
 
 FEATURE_TYPES = ("continuous", "categorical", "binary", "sparse", "mixed")
 DECLARABLE_TYPES = (*FEATURE_TYPES, "auto")
@@ -28,9 +29,12 @@ def infer_type(column: Column, sorted_numeric: np.ndarray | None = None) -> str:
         return "continuous"
     if column.is_bool:
         return "binary"
-    if kind == "labels":
+    if kind in ("labels", "mixed") and parses_as_numbers(column.labels):
+        # Numbers written as text (a CSV read without types) are numbers.
+        sorted_numeric = np.sort(numeric_view(column))
+    elif kind == "labels":
         return "binary" if np.unique(column.labels).size == 2 else "categorical"
-    if kind == "mixed":
+    elif kind == "mixed":
         return "mixed"
     values = np.sort(column.numeric) if sorted_numeric is None else sorted_numeric
     distinct = int(np.count_nonzero(np.diff(values))) + 1 if values.size else 0

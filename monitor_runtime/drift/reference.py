@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +26,9 @@ from monitor_runtime.drift.decisions import (
     proportion_test,
     severity,
 )
-from monitor_runtime.drift.health import CRITICAL_SCORE, overall, recommendations
+from monitor_runtime.drift.health import CRITICAL_SCORE, LOW_CONFIDENCE, overall, recommendations
 from monitor_runtime.drift.infer import DECLARABLE_TYPES, infer_type
-from monitor_runtime.drift.ks import ks_pvalues
+from monitor_runtime.drift.ks import ks_pvalue_methods, ks_pvalues
 from monitor_runtime.drift.outcome import Outcome
 
 OPTIMIZE_FOR = ("accuracy", "real_time", "cost")
@@ -34,6 +37,8 @@ OPTIMIZE_FOR = ("accuracy", "real_time", "cost")
 MAX_SAMPLES = {"accuracy": None, "real_time": 20_000, "cost": 5_000}
 #: Below this many values in a batch, threads cost more than they save.
 PARALLEL_MIN_VALUES = 200_000
+
+FEATURE_KEYS = frozenset({"name", "type", "importance", "method"})
 
 FeatureConfig = Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None
 
@@ -61,11 +66,19 @@ def _feature_configs(features: FeatureConfig) -> dict[str, dict[str, Any]]:
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError(f"features[{i}]: every feature needs a non-empty string 'name'")
+        unknown = sorted(set(item) - FEATURE_KEYS)
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], FEATURE_KEYS, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(
+                f"features[{name!r}]: unknown key {unknown[0]!r}{suggestion}; "
+                f"known keys: {sorted(FEATURE_KEYS)}"
+            )
         ftype = item.get("type", "auto")
         if ftype not in DECLARABLE_TYPES:
             raise ValueError(f"features[{name!r}].type must be one of {DECLARABLE_TYPES}, got {ftype!r}")
         importance = item.get("importance", 1.0)
-        if not isinstance(importance, (int, float)) or not importance > 0:
+        if not _positive_finite(importance):
             raise ValueError(f"features[{name!r}].importance must be a positive number, got {importance!r}")
         method = item.get("method")
         if method is not None and method not in (*CONTINUOUS_METHODS, *CATEGORICAL_METHODS):
@@ -77,10 +90,25 @@ def _feature_configs(features: FeatureConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _positive_finite(value: object) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+        and float(value) > 0
+    )
+
+
 def _columns(data: Mapping[str, Any], what: str) -> dict[str, Column]:
     if not isinstance(data, Mapping):
         raise TypeError(f"{what} must be a mapping of column name to values, got {type(data).__name__}")
-    return {str(name): to_column(values, str(name)) for name, values in data.items()}
+    out: dict[str, Column] = {}
+    for name, values in data.items():
+        key = str(name)
+        if key in out:
+            raise ValueError(f"{what}: two columns are both named {key!r} once written as text")
+        out[key] = to_column(values, key)
+    return out
 
 
 class Reference:
@@ -124,16 +152,16 @@ class Reference:
             raise ValueError(f"optimize_for must be one of {OPTIMIZE_FOR}, got {optimize_for!r}")
         if correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
+        if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 < float(alpha) < 1:
+            raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
         self = cls()
         self.optimize_for, self.correction, self.alpha = optimize_for, correction, float(alpha)
         self.critical_score = float(critical_score)
         for key, value in (thresholds or {}).items():
             if key not in DEFAULT_THRESHOLDS:
                 raise ValueError(f"thresholds: unknown method {key!r}; known: {sorted(DEFAULT_THRESHOLDS)}")
-            if not value > 0:
-                raise ValueError(f"thresholds[{key!r}] must be positive, got {value!r}")
+            if not _positive_finite(value):
+                raise ValueError(f"thresholds[{key!r}] must be a positive finite number, got {value!r}")
             self.thresholds[key] = float(value)
         cap = max_samples if max_samples is not None else MAX_SAMPLES[optimize_for]
         configs = _feature_configs(features)
@@ -142,7 +170,10 @@ class Reference:
 
         def prepare(name: str) -> Any:
             cfg = configs.get(name, {})
-            return _prepare(columns[name], cfg.get("type", "auto"), cfg.get("method"), cap, seed)
+            try:
+                return _prepare(columns[name], cfg.get("type", "auto"), cfg.get("method"), cap, seed)
+            except ValueError as exc:
+                raise ValueError(f"feature {name!r}: {exc}") from None
 
         work = sum(c.n for c in columns.values())
         prepared = list(_pool().map(prepare, names)) if work >= PARALLEL_MIN_VALUES else map(prepare, names)
@@ -174,12 +205,17 @@ class Reference:
     def _decide(self, outcomes: dict[str, Outcome], columns: dict[str, Column]) -> dict[str, Any]:
         names = list(outcomes)
         outs = [outcomes[n] for n in names]
-        p = _combined_pvalues(outs)
+        threshold = np.array([self.thresholds[o.method] for o in outs], dtype=np.float64)
+        effect = np.array([o.effect for o in outs], dtype=np.float64)
+        # A feature below its effect threshold cannot drift whatever its p-value: its p-value may come
+        # from a cheaper distribution (reported in details.p_value_method).
+        p = _combined_pvalues(outs, precise=effect >= threshold)
         # Missing-rate hypotheses, only where either side has missing values.
         prepared = [self._features[n] for n in names]
-        miss_ref = np.array([round(f.missing_rate * f.n_total) for f in prepared], dtype=np.float64)
+        miss_ref = np.array([f.n_unusable for f in prepared], dtype=np.float64)
         n_ref = np.array([f.n_total for f in prepared], dtype=np.float64)
-        miss_cur = np.array([columns[n].n_missing + columns[n].n_inf for n in names], dtype=np.float64)
+        pairs = zip(prepared, names, strict=True)
+        miss_cur = np.array([f.unusable(columns[n]) for f, n in pairs], dtype=np.float64)
         n_cur = np.array([columns[n].n for n in names], dtype=np.float64)
         has_missing = ((miss_ref + miss_cur) > 0) & (n_cur > 0) & (n_ref > 0)
         sparse = np.array([o.data_type == "sparse" for o in outs], dtype=bool)
@@ -187,8 +223,6 @@ class Reference:
         p_miss = np.where(has_missing, proportion_test(miss_ref, n_ref, miss_cur, n_cur), np.nan)
         adjusted = adjust_pvalues(np.concatenate([p, p_miss]), self.correction)
         p_adj, p_miss_adj = adjusted[: len(names)], adjusted[len(names) :]
-        effect = np.array([o.effect for o in outs], dtype=np.float64)
-        threshold = np.array([self.thresholds[o.method] for o in outs], dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             rate_ref = np.where(n_ref > 0, miss_ref / n_ref, 0.0)
             rate_cur = np.where(n_cur > 0, miss_cur / n_cur, 0.0)
@@ -227,8 +261,8 @@ class Reference:
                 "missing_rate": float(rate_cur[i]),
                 "missing_rate_reference": float(rate_ref[i]),
                 "status": o.status,
-                "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i])),
-                "details": details,
+                "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i]), float(conf[i])),
+                "details": _finite(details),
             }
         for name, prep in self._features.items():
             if name not in columns:
@@ -268,14 +302,16 @@ def _prepare(column: Column, declared: str, method: str | None, cap: int | None,
     return MixedReference(column)
 
 
-def _combined_pvalues(outs: list[Outcome]) -> np.ndarray:
+def _combined_pvalues(outs: list[Outcome], precise: np.ndarray) -> np.ndarray:
     """One p-value per feature: its KS part, chi-squared part and known parts, Fisher-combined."""
     m = len(outs)
     ks_p = np.full(m, np.nan)
     ks_idx = [i for i, o in enumerate(outs) if o.ks is not None]
     if ks_idx:
         d, n1, n2 = (np.array(v) for v in zip(*(outs[i].ks for i in ks_idx), strict=True))
-        ks_p[ks_idx] = ks_pvalues(d, n1, n2)
+        ks_p[ks_idx] = ks_pvalues(d, n1, n2, precise[ks_idx])
+        for i, method in zip(ks_idx, ks_pvalue_methods(n1, n2, precise[ks_idx]), strict=True):
+            outs[i].details["p_value_method"] = method
     chi_p = np.full(m, np.nan)
     chi_idx = [i for i, o in enumerate(outs) if o.chi2 is not None]
     if chi_idx:
@@ -299,10 +335,23 @@ def _num(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _reason(o: Outcome, dist_drift: bool, miss_drift: bool) -> str | None:
+def _reason(o: Outcome, dist_drift: bool, miss_drift: bool, conf: float) -> str | None:
+    if conf < LOW_CONFIDENCE:
+        return f"only {o.n_current} current and {o.n_reference} reference values: a low-confidence verdict"
     if miss_drift and not dist_drift:
         return "the share of missing values changed"
     return None
+
+
+def _finite(value: Any) -> Any:
+    """Details with every non-finite float replaced by None, so results stay strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _schema_entry(name: str, data_type: str, importance: float, which: str) -> dict[str, Any]:

@@ -166,3 +166,10 @@ def test_text_positive_label_with_numeric_labels_names_the_labels() -> None:
 
     with pytest.raises(ValueError, match="not among the labels"):
         classification_metrics([0, 1, 1], [0, 1, 0], positive_label="fraud")
+
+
+def test_float_predictions_match_text_actuals() -> None:
+    from monitor_runtime.quality import classification_metrics
+
+    got = classification_metrics([1.0, 0.0, 1.0], ["1", "0", "1"])
+    assert got["accuracy"] == 1.0

@@ -1,0 +1,116 @@
+"""Inputs that once gave wrong verdicts or unclear errors."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from monitor_runtime.drift import Reference, detect_drift
+from monitor_runtime.drift.ks import ks_pvalues
+from monitor_runtime.windows import FixedWindow
+
+
+def test_booleans_are_one_category_however_they_arrive() -> None:
+    rng = np.random.default_rng(0)
+    prepared = Reference.fit({"flag": rng.random(2000) < 0.3})
+    (window,) = FixedWindow(1000).add({"flag": rng.random(1000) < 0.3})
+    for current in (
+        window,
+        {"flag": np.array([True, False, None, True] * 100, dtype=object)},
+        {"flag": ["true", "false"] * 50},
+    ):
+        got = prepared.detect(current)["features"]["flag"]
+        assert got["details"]["unseen_count"] == 0
+
+
+def test_text_in_a_numeric_feature_counts_as_missing() -> None:
+    rng = np.random.default_rng(1)
+    result = detect_drift({"x": rng.normal(size=1000)}, {"x": ["unknown"] * 1000})
+    got = result["features"]["x"]
+    assert got["missing_rate"] == 1.0 and got["drift_detected"]
+    assert result["overall_health"] != "good"
+
+
+def test_unequal_sizes_stay_fast_and_say_which_distribution_they_used() -> None:
+    rng = np.random.default_rng(2)
+    ref = {f"f{i}": rng.normal(size=10_000) for i in range(60)}
+    cur = {f"f{i}": rng.normal(size=10_000) for i in range(60)}
+    for values in cur.values():
+        values[:100] = np.nan
+    cur["f0"] = rng.normal(0.5, size=9_900)
+    prepared = Reference.fit(ref)
+    started = time.process_time()
+    got = prepared.detect(cur)["features"]
+    assert time.process_time() - started < 2.0  # the exact unequal-n series alone costs ~5 s here
+    assert got["f1"]["details"]["p_value_method"] == "asymptotic"
+    assert got["f0"]["details"]["p_value_method"] == "exact"  # past its threshold: exact p-value
+    expected = stats.ks_2samp(ref["f0"], cur["f0"]).pvalue
+    assert got["f0"]["p_value"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_pvalue_where_scipys_exact_series_rounds_above_one() -> None:
+    expected = stats.ks_2samp(np.arange(7.0), np.arange(7.0) + 0.5).pvalue
+    assert float(ks_pvalues(1 / 7, 7, 7)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_huge_magnitudes_keep_effects_and_json_finite() -> None:
+    rng = np.random.default_rng(3)
+    ref, cur = rng.normal(size=1000) * 1e200, rng.normal(3, size=1000) * 1e200
+    got = detect_drift({"x": ref}, {"x": cur}, features={"x": {"method": "wasserstein"}})
+    assert got["features"]["x"]["drift_detected"] and got["features"]["x"]["score"] > 2
+    json.dumps(detect_drift({"x": ref * 1e107}, {"x": cur * 1e107}), allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"features": {"x": {"importance": float("inf")}}}, "importance"),
+        ({"thresholds": {"ks": float("inf")}}, "thresholds"),
+        ({"alpha": "0.05"}, "alpha"),
+        ({"features": {"x": {"improtance": 2}}}, "did you mean 'importance'"),
+        ({"features": {"x": {"type": "categorical", "method": "ks"}}}, "feature 'x'"),
+    ],
+)
+def test_bad_options_are_value_errors_naming_the_field(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Reference.fit({"x": [1.0, 2.0, 3.0]}, **kwargs)
+
+
+def test_numpy_numbers_are_valid_importances() -> None:
+    got = Reference.fit({"x": [1.0, 2.0]}, features={"x": {"importance": np.float32(2)}})
+    assert got.detect({"x": [1.0]})["features"]["x"]["importance"] == 2.0
+
+
+def test_column_problems_name_the_column() -> None:
+    with pytest.raises(ValueError, match="column 'r'"):
+        detect_drift({"r": [[1, 2], [3]]}, {"r": [1]})
+    with pytest.raises(ValueError, match="'1'"):
+        detect_drift({1: [1.0], "1": [2.0]}, {"1": [1.0]})
+
+
+def test_non_utf8_bytes_are_labels_not_a_crash() -> None:
+    got = detect_drift({"b": np.array([b"\xff", b"b"] * 50)}, {"b": np.array([b"\xff", b"c"] * 50)})
+    assert got["features"]["b"]["drift_detected"]
+
+
+def test_numbers_written_as_text_are_numbers() -> None:
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=2000).round(3)
+    assert Reference.fit({"x": values.astype(str)}).features == {"x": "continuous"}
+    got = detect_drift({"x": values[:1000].astype(str)}, {"x": values[1000:].astype(str)})["features"]["x"]
+    assert not got["drift_detected"] and got["method"] == "ks"
+
+
+def test_a_handful_of_rows_cannot_make_health_critical() -> None:
+    rng = np.random.default_rng(5)
+    result = detect_drift({"x": rng.normal(size=500)}, {"x": [40.0]})
+    got = result["features"]["x"]
+    assert "low-confidence" in got["reason"]
+    assert result["overall_health"] == "warning"
+
+
+def test_na_is_a_country_not_a_missing_value() -> None:
+    got = detect_drift({"c": ["NA", "DE"] * 50}, {"c": ["NA", "DE"] * 50})["features"]["c"]
+    assert got["missing_rate"] == 0.0 and got["details"]["n_categories_reference"] == 2

@@ -1,0 +1,336 @@
+"""The HTTP surface of a monitor pod: ingestion, reference, report, probes and metrics (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from monitor_runtime.server.distributions import DistributionTracker
+from monitor_runtime.server.evaluator import Evaluator
+from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
+from monitor_runtime.server.parsing import CATEGORICAL, NUMERIC, BadRequest, Batch, Schema, parse_body
+from monitor_runtime.server.report_page import render_report_page
+from monitor_runtime.server.settings import RuntimeSettings
+
+RUNTIME_KEY = web.AppKey("runtime", object)
+
+
+class Runtime:
+    """Everything one monitor process holds; the handlers below only translate HTTP to these calls."""
+
+    def __init__(
+        self,
+        *,
+        evaluator: Evaluator,
+        metrics: RuntimeMetrics,
+        settings: RuntimeSettings,
+        identity: Mapping[str, Any],
+        spec: Mapping[str, Any],
+    ) -> None:
+        self.evaluator = evaluator
+        self.metrics = metrics
+        self.settings = settings
+        self.identity = dict(identity)
+        self.spec = dict(spec)
+        self.started_at = time.time()
+        self.ready = False
+        self.shutting_down = False
+        self.batches = 0
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.spec_kinds = _spec_kinds(spec)
+        self.reference_kinds: dict[str, str] = {}
+        self.distributions = DistributionTracker(window_rows=max(1, evaluator.plan.size))
+        evaluator.on_reference = self.note_reference
+        evaluator.on_evaluated = self.distributions.add_current
+
+    def schema(self, *, reference: bool = False) -> Schema:
+        """What parsing checks against: known columns and their kinds."""
+        kinds = {**self.reference_kinds, **self.spec_kinds}
+        return Schema(
+            kinds=kinds,
+            reject_unknown=self.settings.unknown_columns == "reject" and bool(kinds) and not reference,
+            max_rows=self.settings.max_batch_rows if not reference else 10**9,
+        )
+
+    def note_reference(self, columns: Mapping[str, np.ndarray], n_rows: int) -> None:
+        """Remember the reference's column kinds and bins (for type checks and the report page)."""
+        self.reference_kinds = {
+            name: CATEGORICAL if arr.dtype == object else NUMERIC for name, arr in columns.items()
+        }
+        self.distributions.set_reference(columns)
+
+    def report(self) -> dict[str, Any]:
+        """The latest result in the drift-result format plus version, window, timing and failures."""
+        ev = self.evaluator
+        latest = dict(ev.latest or {})
+        status = "ok" if ev.latest else ("waiting_for_data" if ev.has_reference else "waiting_for_reference")
+        body: dict[str, Any] = {
+            "features": latest.get("features", {}),
+            "overall_drift_score": latest.get("overall_drift_score"),
+            "overall_health": latest.get("overall_health"),
+            "drifted_features": latest.get("drifted_features", []),
+            "recommendations": latest.get("recommendations", []),
+            "window_config": latest.get("window_config"),
+            **{k: v for k, v in latest.items() if k not in _REPORT_CORE},
+            "status": status,
+            "version": {
+                "monitor": self.identity.get("monitor"),
+                "model": self.identity.get("model"),
+                "version": self.identity.get("version"),
+                "generator": self.identity.get("generator"),
+                "code_sha256": self.identity.get("code_sha256"),
+            },
+            "window": {
+                **ev.plan.as_dict(),
+                "pending_rows": ev.pending_rows,
+                "rows_in_last_evaluation": ev.rows_in_last_evaluation,
+                "reference_rows": ev.reference_rows,
+            },
+            "timing": {
+                "evaluated_at": ev.evaluated_at,
+                "evaluation_seconds": ev.evaluation_seconds,
+                "uptime_seconds": round(time.time() - self.started_at, 3),
+            },
+            "ingestion": {
+                "rows": ev.rows_ingested,
+                "batches": self.batches,
+                "rows_evaluated": ev.rows_evaluated,
+                "rows_dropped": ev.rows_dropped,
+            },
+            "predictions": ev.latest_predictions,
+            "failures": {**ev.tracker.summary(), "last": ev.last_failure},
+        }
+        return body
+
+
+_REPORT_CORE = frozenset(
+    {
+        "features",
+        "overall_drift_score",
+        "overall_health",
+        "drifted_features",
+        "recommendations",
+        "window_config",
+    }
+)
+
+
+def _spec_kinds(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Declared feature kinds from the spec (`continuous` -> numeric, `categorical` -> categorical)."""
+    features = spec.get("features") or []
+    if isinstance(features, Mapping):
+        features = [{"name": k, **(v or {})} for k, v in features.items()]
+    out: dict[str, str] = {}
+    for f in features:
+        if not isinstance(f, Mapping) or "name" not in f:
+            continue
+        ftype = str(f.get("type", "auto"))
+        if ftype == "continuous":
+            out[str(f["name"])] = NUMERIC
+        elif ftype == "categorical":
+            out[str(f["name"])] = CATEGORICAL
+    return out
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it passes `limit` bytes, before buffering it all."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BadRequest(
+            f"request body is {length} bytes; the limit is {limit}: send smaller batches",
+            status=413,
+            limit=limit,
+        )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+        if total > limit:
+            raise BadRequest(
+                f"request body exceeds the limit of {limit} bytes: send smaller batches",
+                status=413,
+                limit=limit,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# Bodies above this size are parsed on a pool thread so probes and small batches are not held up; below
+# it the thread hop costs more than the parse.
+_OFFLOAD_BYTES = 1024 * 1024
+
+
+async def _parse(body: bytes, content_type: str, schema: Schema) -> Batch:
+    if len(body) < _OFFLOAD_BYTES:
+        return parse_body(body, content_type, schema)
+    return await asyncio.get_running_loop().run_in_executor(None, parse_body, body, content_type, schema)
+
+
+def _runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME_KEY]  # type: ignore[return-value]
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """Accept one batch; evaluation happens later, off this path."""
+    started = time.perf_counter()
+    rt = _runtime(request)
+    if rt.evaluator.fatal or rt.shutting_down:
+        raise BadRequest("the monitor is shutting down; retry against another replica", status=503)
+    body = await _read_limited(request, rt.settings.max_body_bytes)
+    batch = await _parse(body, request.content_type, rt.schema())
+    rt.evaluator.ingest(batch)
+    rt.batches += 1
+    rt.metrics.rows.inc(batch.n_rows)
+    rt.metrics.batches.inc()
+    rt.metrics.batch_latency.observe(time.perf_counter() - started)
+    return web.json_response(
+        {
+            "accepted_rows": batch.n_rows,
+            "columns": len(batch.columns),
+            "pending_rows": rt.evaluator.pending_rows,
+        },
+        status=202,
+    )
+
+
+async def post_reference(request: web.Request) -> web.Response:
+    """Set or replace the reference."""
+    rt = _runtime(request)
+    if rt.evaluator.fatal or rt.shutting_down:
+        raise BadRequest("the monitor is shutting down; retry against another replica", status=503)
+    body = await _read_limited(request, rt.settings.max_reference_bytes)
+    batch = await _parse(body, request.content_type, rt.schema(reference=True))
+    ok = await rt.evaluator.set_reference(batch.columns, batch.n_rows)
+    if not ok:
+        failure = rt.evaluator.last_failure or {}
+        return web.json_response(
+            {
+                "error": "the monitor code failed on this reference",
+                "signature": failure.get("signature"),
+                "message": failure.get("message"),
+            },
+            status=500,
+        )
+    return web.json_response({"reference_rows": batch.n_rows, "columns": sorted(batch.columns)}, status=200)
+
+
+async def get_report(request: web.Request) -> web.Response:
+    return web.json_response(_runtime(request).report(), dumps=_dumps)
+
+
+async def get_report_page(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    html = render_report_page(rt.report(), rt.distributions.snapshot())
+    # The page is self-contained; the policy makes sure nothing (feature names included) can load or run more.
+    csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    return web.Response(
+        text=html, content_type="text/html", charset="utf-8", headers={"Content-Security-Policy": csp}
+    )
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers."""
+    rt = _runtime(request)
+    return web.json_response({"status": "ok", "failures": rt.evaluator.tracker.summary()})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    """Readiness: loaded, resumed and not shutting down."""
+    rt = _runtime(request)
+    ready = rt.ready and not rt.shutting_down and not rt.evaluator.fatal
+    body = {
+        "ready": ready,
+        "has_reference": rt.evaluator.has_reference,
+        "version": rt.identity.get("version"),
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    return web.Response(body=rt.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _dumps(obj: Any) -> str:
+    try:
+        return json.dumps(obj, default=_json_default, allow_nan=False)
+    except ValueError:  # NaN or inf from generated code: JSON has no such numbers, so they become null
+        return json.dumps(_finite(obj), default=_json_default, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bad requests become JSON 4xx bodies; anything unexpected is a logged 500, never a dead process."""
+    rt = _runtime(request)
+    rt.in_flight += 1
+    rt.idle.clear()
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        kind = {413: "payload_too_large", 503: "overload"}.get(exc.status, "bad_request")
+        rt.metrics.errors.labels(kind).inc()
+        return web.json_response(exc.body(), status=exc.status)
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        rt.evaluator.log("http.internal_error", level="error", path=request.path, error=repr(exc)[:500])
+        return web.json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
+    finally:
+        rt.in_flight -= 1
+        if rt.in_flight == 0:
+            rt.idle.set()
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    """The aiohttp application over a runtime."""
+    # Bodies are read by `_read_limited` with per-route limits; the global cap only backs that up.
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=max(runtime.settings.max_body_bytes, runtime.settings.max_reference_bytes) + 1,
+    )
+    app[RUNTIME_KEY] = runtime
+    app.router.add_post("/v1/batches", post_batch)
+    app.router.add_post("/v1/reference", post_reference)
+    app.router.add_get("/v1/report", get_report)
+    app.router.add_get("/report", get_report_page)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    app.router.add_get("/metrics", get_metrics)
+    return app

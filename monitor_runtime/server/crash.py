@@ -1,0 +1,227 @@
+"""Failure tracking for generated code and the crash feedback record written to the termination log.
+
+The record is the runtime's only message to the operator: Kubernetes copies the termination-message file
+(at most 4096 bytes) into the pod status, and Train parses it. Field names are a stable interface
+(documented in docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import traceback
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+FEEDBACK_KIND = "poet.feedback/v1"
+TERMINATION_LIMIT = 4096
+_MAX_PROFILE_COLUMNS = 64
+_MARK = "...[truncated]"
+
+
+@dataclass
+class FailureTracker:
+    """Counts evaluation outcomes; `tripped` says when the process should give up and exit."""
+
+    max_consecutive: int = 3
+    window: int = 20
+    max_rate: float = 0.5
+    consecutive: int = 0
+    total_failures: int = 0
+    evaluations: int = 0
+    _recent: deque[bool] = field(default_factory=deque)
+
+    def record(self, ok: bool) -> None:
+        """Count one evaluation."""
+        self.evaluations += 1
+        self._recent.append(ok)
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        if ok:
+            self.consecutive = 0
+        else:
+            self.consecutive += 1
+            self.total_failures += 1
+
+    @property
+    def window_rate(self) -> float:
+        """Failure rate over the last `window` evaluations."""
+        return 0.0 if not self._recent else self._recent.count(False) / len(self._recent)
+
+    def tripped(self) -> str | None:
+        """The reason to exit, or None while within the thresholds."""
+        if self.consecutive >= self.max_consecutive:
+            return f"{self.consecutive} consecutive failed evaluations (limit {self.max_consecutive})"
+        if len(self._recent) >= self.window and self.window_rate >= self.max_rate:
+            return (
+                f"failure rate {self.window_rate:.0%} over the last {len(self._recent)} evaluations "
+                f"(limit {self.max_rate:.0%})"
+            )
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """The counters, for the feedback record and the report."""
+        return {
+            "consecutive": self.consecutive,
+            "total": self.total_failures,
+            "evaluations": self.evaluations,
+            "window_rate": round(self.window_rate, 4),
+            "window": self.window,
+            "max_consecutive": self.max_consecutive,
+            "max_rate": self.max_rate,
+        }
+
+
+def batch_profile(columns: Mapping[str, np.ndarray], n_rows: int | None = None) -> dict[str, Any]:
+    """Shape, dtypes and missing counts of a batch; never a raw value (data may be personal)."""
+    names = list(columns)
+    profile: dict[str, Any] = {
+        "rows": int(n_rows if n_rows is not None else (len(next(iter(columns.values()))) if columns else 0)),
+        "n_columns": len(names),
+        "columns": {},
+    }
+    for name in names[:_MAX_PROFILE_COLUMNS]:
+        arr = np.asarray(columns[name])
+        if arr.dtype.kind in "fc":
+            missing = int(np.count_nonzero(~np.isfinite(arr)))
+            kind = "numeric"
+        elif arr.dtype.kind in "iub":
+            missing, kind = 0, "numeric"
+        else:
+            missing = int(sum(v is None or (isinstance(v, float) and v != v) for v in arr))
+            kind = "categorical"
+        profile["columns"][str(name)] = {"dtype": str(arr.dtype), "kind": kind, "missing": missing}
+    if len(names) > _MAX_PROFILE_COLUMNS:
+        profile["columns_omitted"] = len(names) - _MAX_PROFILE_COLUMNS
+    return profile
+
+
+def exception_signature(exc: BaseException, code_file: str = "monitor.py") -> dict[str, str]:
+    """`{"exception": type, "location": "monitor.py:LINE in FUNC"}`, from the deepest generated frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if os.path.basename(f.filename) == code_file]
+    frame = (ours or frames or [None])[-1]
+    location = (
+        "unknown" if frame is None else f"{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+    )
+    return {"exception": type(exc).__name__, "location": location}
+
+
+def format_traceback(exc: BaseException, tb: TracebackType | None = None) -> str:
+    """The traceback text of an exception."""
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def feedback_record(
+    *,
+    phase: str,
+    signature: Mapping[str, str],
+    version: int | None,
+    monitor: str,
+    model: str = "",
+    message: str = "",
+    traceback_text: str = "",
+    profile: Mapping[str, Any] | None = None,
+    failures: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The feedback record. `source` is always `crash` (Train's vocabulary); `phase` says when:
+    `run` (generated code kept failing on data) or `load` (the version was refused at start)."""
+    return {
+        "kind": FEEDBACK_KIND,
+        "source": "crash",
+        "phase": phase,
+        "signature": dict(signature),
+        "message": message,
+        "traceback": traceback_text,
+        "batch_profile": dict(profile or {}),
+        "version": version,
+        "monitor": monitor,
+        "model": model,
+        "failures": dict(failures or {}),
+    }
+
+
+def encode_record(record: Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> bytes:
+    """JSON of the record within `limit` bytes, shortening the longest field first.
+
+    Strings keep their tail (a traceback's last frames say most), mappings and lists lose their last
+    entries; identity fields (`kind`, `source`, `signature`, `version`, `monitor`) are shortened last.
+    """
+    rec: Any = json.loads(json.dumps(record, default=str))
+    protected = {"kind", "source", "phase", "version"}
+    for _ in range(200):
+        data = json.dumps(rec, separators=(",", ":")).encode()
+        if len(data) <= limit:
+            return data
+        excess = len(data) - limit
+        path = _longest_leaf(rec, (), protected)
+        if path is None:
+            break
+        parent = rec
+        for key in path[:-1]:
+            parent = parent[key]
+        key = path[-1]
+        value = parent[key]
+        if isinstance(value, str):
+            keep = max(0, len(value) - excess - len(_MARK) - 8)
+            parent[key] = _MARK + value[len(value) - keep :] if keep else _MARK
+        elif isinstance(value, dict):
+            items = list(value.items())
+            kept = dict(items[: len(items) // 2])
+            kept["_truncated"] = len(items) - len(kept)
+            parent[key] = kept
+        elif isinstance(value, list):
+            parent[key] = value[: len(value) // 2]
+        else:
+            parent[key] = None
+    minimal = {k: rec.get(k) for k in ("kind", "source", "phase", "version")}
+    minimal["signature"] = {"exception": str(rec.get("signature", {}).get("exception", ""))[:200]}
+    return json.dumps(minimal, separators=(",", ":")).encode()[:limit]
+
+
+def _longest_leaf(node: Any, path: tuple, protected: set[str]) -> tuple | None:
+    """Path to the child with the longest JSON form that can still be shortened."""
+    best: tuple | None = None
+    best_len = -1
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        if not path and key in protected:
+            continue
+        size = len(json.dumps(child, separators=(",", ":")))
+        shrinkable = (isinstance(child, str) and child != _MARK) or (
+            isinstance(child, dict | list) and len(child) > 0 and child != {"_truncated": 0}
+        )
+        if shrinkable and size > best_len:
+            best, best_len = (*path, key), size
+    if best is None:
+        return None
+    target = node
+    for key in best[len(path) :]:
+        target = target[key]
+    # Descend into a container if one of its children is itself the bulk of it (e.g. a long message).
+    if isinstance(target, dict | list) and len(target) > 0:
+        inner = _longest_leaf(target, best, protected)
+        if inner is not None:
+            sub = target
+            for key in inner[len(best) :]:
+                sub = sub[key]
+            if len(json.dumps(sub)) * 2 >= best_len:
+                return inner
+    return best
+
+
+def write_termination_message(path: str | os.PathLike[str], record: Mapping[str, Any]) -> bytes:
+    """Write the record (<= 4096 bytes) to the termination-message path; return what was written."""
+    data = encode_record(record)
+    target = Path(path)
+    # The termination log is best effort: a missing mount must not hide the crash itself (it is logged).
+    with contextlib.suppress(OSError):
+        target.write_bytes(data)
+    return data

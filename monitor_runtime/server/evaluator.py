@@ -1,0 +1,472 @@
+"""Evaluation off the request path, at the cadence the spec's window strategy sets.
+
+Ingestion only appends parsed batches to a bounded pending queue. A background task drains the queue
+when a window's worth of new rows is pending (fixed: `size`, sliding: `step`, adaptive: the minimum
+size) or when `max_evaluation_interval_s` has passed with rows pending, and hands the rows to the
+generated `Monitor.monitor_features`, which keeps its own window. When evaluation cannot keep up, the
+oldest pending rows are dropped (counted in `poet_monitor_rows_dropped_total`): they would have slid out
+of the window before the next evaluation anyway, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from monitor_runtime.server.crash import (
+    FailureTracker,
+    batch_profile,
+    exception_signature,
+    feedback_record,
+    format_traceback,
+)
+from monitor_runtime.server.host import EvaluationTimeout, MonitorHost
+from monitor_runtime.server.jsonlog import JsonLogger
+from monitor_runtime.server.metrics import RuntimeMetrics
+from monitor_runtime.server.parsing import Batch
+from monitor_runtime.server.settings import RuntimeSettings
+
+CHECKPOINT_FORMAT = 1
+
+
+class ContractViolation(Exception):
+    """The generated code returned something the contract does not allow."""
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How many new rows make an evaluation due, derived from the spec's `window`."""
+
+    strategy: str
+    size: int
+    step: int
+    cadence_rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "size": self.size,
+            "step": self.step,
+            "cadence_rows": self.cadence_rows,
+        }
+
+
+def _get(mapping: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if mapping.get(key) is not None:
+            return mapping[key]
+    return default
+
+
+# Mirrors the spec's defaults (the runtime never imports the operator): window size by optimizeFor.
+DEFAULT_WINDOW_SIZE = {"accuracy": 2000, "real_time": 500, "cost": 1000}
+
+
+def plan_window(spec: Mapping[str, Any]) -> WindowPlan:
+    """The evaluation cadence for a spec (camelCase or snake_case keys), defaults as the spec documents."""
+    window = spec.get("window") or {}
+    optimize_for = str(_get(spec, "optimizeFor", "optimize_for", default="accuracy"))
+    strategy = str(_get(window, "strategy", default="sliding"))
+    size = int(_get(window, "size", default=DEFAULT_WINDOW_SIZE.get(optimize_for, 2000)))
+    if strategy == "fixed":
+        step = size
+    elif strategy == "adaptive":
+        step = int(_get(window, "minSize", "min_size", default=max(2, size // 4)))
+    else:
+        step = _get(window, "step")
+        if step is None:
+            overlap = _get(window, "overlap")
+            step = size - int(overlap) if overlap is not None else max(1, size // 2)
+        step = int(step)
+    step = max(1, min(step, size))
+    return WindowPlan(strategy=strategy, size=size, step=step, cadence_rows=step)
+
+
+def reference_from_first_window(spec: Mapping[str, Any]) -> bool:
+    """True unless the spec says the reference is uploaded (then the runtime waits for POST /v1/reference)."""
+    reference = spec.get("reference") or {}
+    return str(reference.get("source", "first_window")) != "uploaded"
+
+
+def concat_batches(
+    batches: list[Batch],
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
+    """Concatenate batches column-wise; a column missing from some batches is missing (NaN/None) there."""
+    names: dict[str, None] = {}
+    for b in batches:
+        names.update(dict.fromkeys(b.columns))
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        parts = []
+        is_object = any(b.columns[name].dtype == object for b in batches if name in b.columns)
+        for b in batches:
+            arr = b.columns.get(name)
+            if arr is None:
+                arr = np.full(b.n_rows, None, dtype=object) if is_object else np.full(b.n_rows, np.nan)
+            parts.append(arr.astype(object) if is_object and arr.dtype != object else arr)
+        columns[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    preds = acts = None
+    if any(b.predictions is not None for b in batches):
+        sel = [b for b in batches if b.predictions is not None]
+        preds = np.concatenate([b.predictions for b in sel])
+        acts = np.concatenate(
+            [b.actuals if b.actuals is not None else np.full(b.n_rows, np.nan) for b in sel]
+        )
+    return columns, preds, acts
+
+
+FatalHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Evaluator:
+    """Pending rows, the evaluation task, the latest result and the failure tracking."""
+
+    def __init__(
+        self,
+        host: MonitorHost,
+        *,
+        plan: WindowPlan,
+        settings: RuntimeSettings,
+        metrics: RuntimeMetrics,
+        log: JsonLogger,
+        identity: Mapping[str, Any],
+        on_fatal: FatalHandler,
+        bootstrap_reference: bool = True,
+        reference_size: int | None = None,
+    ) -> None:
+        self.host = host
+        self.plan = plan
+        self.settings = settings
+        self.metrics = metrics
+        self.log = log
+        self.identity = dict(identity)
+        self._on_fatal = on_fatal
+        self.bootstrap_reference = bootstrap_reference
+        self.reference_size = max(1, reference_size or plan.size)
+        self.tracker = FailureTracker(
+            max_consecutive=settings.max_consecutive_failures,
+            window=settings.failure_window,
+            max_rate=settings.max_failure_rate,
+        )
+        self.pending: deque[Batch] = deque()
+        self.pending_rows = 0
+        self.max_pending = max(plan.size, plan.cadence_rows, self.reference_size) * 2
+        self.max_pending = min(self.max_pending, settings.max_pending_rows)
+        self.has_reference = False
+        self.reference_rows = 0
+        self.latest: dict[str, Any] | None = None
+        self.latest_predictions: dict[str, Any] | None = None
+        self.last_failure: dict[str, Any] | None = None
+        self.evaluated_at: float | None = None
+        self.evaluation_seconds: float | None = None
+        self.rows_evaluated = 0
+        self.rows_in_last_evaluation = 0
+        self.rows_ingested = 0
+        self.rows_dropped = 0
+        self.dirty = False
+        self.fatal = False
+        self._wake = asyncio.Event()
+        self._last_run = time.monotonic()
+        self._not_before = 0.0
+        self._stop_requested = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Runtime-side observers (report-page bins); run on a pool thread, outside the guard.
+        self.on_reference: Callable[[dict[str, np.ndarray], int], None] | None = None
+        self.on_evaluated: Callable[[dict[str, np.ndarray], int], None] | None = None
+        self._busy = asyncio.Lock()
+
+    # ------------------------------------------------------------ ingestion side (event loop, no awaits)
+
+    def ingest(self, batch: Batch) -> None:
+        """Queue a parsed batch; never blocks on evaluation."""
+        self.pending.append(batch)
+        self.pending_rows += batch.n_rows
+        self.rows_ingested += batch.n_rows
+        self.dirty = True
+        while self.pending_rows > self.max_pending and len(self.pending) > 1:
+            old = self.pending.popleft()
+            self.pending_rows -= old.n_rows
+            self.rows_dropped += old.n_rows
+            self.metrics.rows_dropped.inc(old.n_rows)
+        self.metrics.pending_rows.set(self.pending_rows)
+        if self.pending_rows >= self._due_rows():
+            self._wake.set()
+
+    def _due_rows(self) -> int:
+        # Until a reference exists, the first full window becomes the reference (or, when the spec says the
+        # reference is uploaded, nothing is due until it arrives).
+        if self.has_reference:
+            return self.plan.cadence_rows
+        return self.reference_size if self.bootstrap_reference else 2**62
+
+    # ------------------------------------------------------------ the evaluation task
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="poet-evaluator")
+
+    async def stop(self) -> None:
+        """Stop the task; an evaluation in progress finishes first."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._stop_requested.set()
+        self._wake.set()
+        await self._task
+        self._task = None
+
+    async def _loop(self) -> None:
+        interval = self.settings.max_evaluation_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            self._wake.clear()
+            if self._stopping:
+                return
+            if self.fatal or not self.pending_rows:
+                continue
+            overdue = time.monotonic() - self._last_run >= interval
+            if self.pending_rows >= self._due_rows() or (overdue and self.has_reference):
+                # Keep evaluation within its share of the time; rows keep arriving meanwhile.
+                pause = self._not_before - time.monotonic()
+                if pause > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop_requested.wait(), timeout=pause)
+                    if self._stopping:
+                        return
+                started = time.monotonic()
+                async with self._busy:
+                    await self.evaluate_pending()
+                spent = time.monotonic() - started
+                share = min(1.0, max(0.01, self.settings.max_evaluation_share))
+                self._not_before = time.monotonic() + spent * (1.0 / share - 1.0)
+
+    async def evaluate_pending(self) -> None:
+        """Drain the queue and run one evaluation (or bootstrap the reference from the first window)."""
+        if not self.has_reference and not self.bootstrap_reference:
+            return
+        batches = list(self.pending)
+        self.pending.clear()
+        self.pending_rows = 0
+        self.metrics.pending_rows.set(0)
+        self._last_run = time.monotonic()
+        if not batches:
+            return
+        columns, preds, acts = concat_batches(batches)
+        n_rows = sum(b.n_rows for b in batches)
+        if not self.has_reference:
+            # Exactly `reference_size` rows form the reference; the rest wait for the first evaluation
+            # (predictions that arrived before there was a reference are not scored).
+            k = min(n_rows, self.reference_size)
+            if k < n_rows:
+                rest = Batch(columns={name: col[k:] for name, col in columns.items()}, n_rows=n_rows - k)
+                self.pending.appendleft(rest)
+                self.pending_rows += rest.n_rows
+                self.metrics.pending_rows.set(self.pending_rows)
+                self._wake.set()
+            await self._set_reference({name: col[:k] for name, col in columns.items()}, k, bootstrap=True)
+            return
+        method = "monitor_features"
+        try:
+            timeout = self.settings.max_evaluation_seconds
+            result, seconds = await self.host.call(method, columns, timeout=timeout)
+            _check_result(result)
+            pred_result = None
+            if preds is not None:
+                method = "monitor_predictions"
+                pred_result, pred_seconds = await self.host.call(method, preds, acts, timeout=timeout)
+                seconds += pred_seconds
+        except Exception as exc:
+            await self._failed(exc, columns, n_rows, method)
+            return
+        self.tracker.record(True)
+        self.metrics.evaluations.labels("ok").inc()
+        self.metrics.evaluation_latency.observe(seconds)
+        self.latest = result
+        self.evaluated_at = time.time()
+        self.evaluation_seconds = seconds
+        self.rows_evaluated += n_rows
+        self.rows_in_last_evaluation = n_rows
+        self.metrics.record_result(result)
+        self.metrics.last_evaluation.set(self.evaluated_at)
+        await self._observe(self.on_evaluated, columns, n_rows)
+        if isinstance(pred_result, Mapping):
+            self.latest_predictions = dict(pred_result)
+            self.metrics.record_predictions(_flat_numbers(pred_result))
+        for event in result.get("events") or []:
+            if isinstance(event, Mapping):
+                self.log.poet_event(
+                    str(event.get("type", "monitor.event")), **dict(event.get("details") or {})
+                )
+        self.log(
+            "evaluation.completed",
+            rows=n_rows,
+            seconds=round(seconds, 6),
+            overall_health=result.get("overall_health"),
+            overall_drift_score=result.get("overall_drift_score"),
+            drifted_features=list(result.get("drifted_features") or [])[:50],
+        )
+        self.dirty = True
+
+    async def set_reference(self, columns: dict[str, np.ndarray], n_rows: int) -> bool:
+        """Replace the reference (POST /v1/reference); False when the generated code failed on it."""
+        async with self._busy:
+            return await self._set_reference(columns, n_rows, bootstrap=False)
+
+    async def _set_reference(self, columns: dict[str, np.ndarray], n_rows: int, *, bootstrap: bool) -> bool:
+        try:
+            _, seconds = await self.host.call(
+                "update_reference_window", columns, timeout=self.settings.max_evaluation_seconds
+            )
+        except Exception as exc:
+            await self._failed(exc, columns, n_rows, "update_reference_window")
+            return False
+        self.tracker.record(True)
+        await self._observe(self.on_reference, columns, n_rows)
+        self.has_reference = True
+        self.reference_rows = n_rows
+        self.dirty = True
+        self.log.poet_event(
+            "runtime.reference.updated",
+            rows=n_rows,
+            source="first_window" if bootstrap else "api",
+            seconds=round(seconds, 6),
+        )
+        return True
+
+    async def _observe(
+        self,
+        observer: Callable[[dict[str, np.ndarray], int], None] | None,
+        columns: dict[str, np.ndarray],
+        n: int,
+    ) -> None:
+        if observer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, observer, columns, n)
+
+    async def _failed(
+        self, exc: Exception, columns: Mapping[str, np.ndarray], n_rows: int, method: str
+    ) -> None:
+        self.tracker.record(False)
+        self.metrics.evaluations.labels("failed").inc()
+        self.metrics.errors.labels("monitor_exception").inc()
+        profile = batch_profile(columns, n_rows)
+        if isinstance(exc, EvaluationTimeout):
+            # The traceback would point into the runtime; the generated method is what was slow.
+            signature = {"exception": "EvaluationTimeout", "location": f"monitor.py in {exc.method}"}
+        else:
+            signature = exception_signature(exc)
+        tb = format_traceback(exc)
+        self.last_failure = {
+            "signature": signature,
+            "message": f"{type(exc).__name__}: {exc}"[:1000],
+            "method": method,
+            "at": time.time(),
+            "batch_profile": profile,
+        }
+        self.log(
+            "evaluation.failed",
+            level="error",
+            method=method,
+            signature=signature,
+            error=str(exc)[:1000],
+            traceback=tb,
+            batch_profile=profile,
+            failures=self.tracker.summary(),
+        )
+        reason = self.tracker.tripped()
+        if isinstance(exc, EvaluationTimeout):
+            reason = f"{exc}; a stuck call cannot be interrupted, so the process exits"
+        if reason is None:
+            return
+        self.fatal = True
+        record = feedback_record(
+            phase="run",
+            signature=signature,
+            version=self.identity.get("version"),
+            monitor=str(self.identity.get("monitor", "")),
+            model=str(self.identity.get("model", "")),
+            message=f"{reason}; last: {type(exc).__name__}: {exc}",
+            traceback_text=tb,
+            profile=profile,
+            failures=self.tracker.summary(),
+        )
+        await self._on_fatal(record)
+
+    # ------------------------------------------------------------ checkpoints
+
+    async def snapshot(self) -> tuple[Any, dict[str, Any]]:
+        """(monitor `state()`, runtime state) taken together, between evaluations, so they agree."""
+        async with self._busy:
+            monitor_state, _ = await self.host.call("state", timeout=self.settings.max_evaluation_seconds)
+            return monitor_state, self.runtime_state()
+
+    def runtime_state(self) -> dict[str, Any]:
+        """What the runtime itself needs to resume (the monitor's own state comes from `state()`)."""
+        return {
+            "has_reference": self.has_reference,
+            "reference_rows": self.reference_rows,
+            "latest": self.latest,
+            "latest_predictions": self.latest_predictions,
+            "evaluated_at": self.evaluated_at,
+            "evaluation_seconds": self.evaluation_seconds,
+            "rows_evaluated": self.rows_evaluated,
+            "rows_in_last_evaluation": self.rows_in_last_evaluation,
+            "rows_ingested": self.rows_ingested,
+            "rows_dropped": self.rows_dropped,
+            "pending": [
+                {"columns": b.columns, "n_rows": b.n_rows, "predictions": b.predictions, "actuals": b.actuals}
+                for b in self.pending
+            ],
+        }
+
+    def restore_runtime_state(self, state: Mapping[str, Any]) -> None:
+        """Resume counters, the latest result and pending rows from a checkpoint."""
+        self.has_reference = bool(state.get("has_reference"))
+        self.reference_rows = int(state.get("reference_rows") or 0)
+        self.latest = state.get("latest")
+        self.latest_predictions = state.get("latest_predictions")
+        self.evaluated_at = state.get("evaluated_at")
+        self.evaluation_seconds = state.get("evaluation_seconds")
+        self.rows_evaluated = int(state.get("rows_evaluated") or 0)
+        self.rows_in_last_evaluation = int(state.get("rows_in_last_evaluation") or 0)
+        self.rows_ingested = int(state.get("rows_ingested") or 0)
+        self.rows_dropped = int(state.get("rows_dropped") or 0)
+        for item in state.get("pending") or []:
+            batch = Batch(
+                columns=item["columns"],
+                n_rows=int(item["n_rows"]),
+                predictions=item.get("predictions"),
+                actuals=item.get("actuals"),
+            )
+            self.pending.append(batch)
+            self.pending_rows += batch.n_rows
+        if self.latest:
+            self.metrics.record_result(self.latest)
+        self.metrics.pending_rows.set(self.pending_rows)
+
+
+def _check_result(result: Any) -> None:
+    if not isinstance(result, Mapping):
+        raise ContractViolation(
+            f"monitor_features returned {type(result).__name__}; the contract requires a dict"
+        )
+    if not isinstance(result.get("features"), Mapping):
+        raise ContractViolation("monitor_features result has no 'features' mapping")
+
+
+def _flat_numbers(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat_numbers(value, name + "_"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out

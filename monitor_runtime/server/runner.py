@@ -1,0 +1,422 @@
+"""Process lifecycle of a monitor pod: load and verify, resume, serve, checkpoint, shut down or crash."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from monitor_runtime.server import checkpoint as ckpt
+from monitor_runtime.server.app import Runtime, build_app
+from monitor_runtime.server.crash import (
+    exception_signature,
+    feedback_record,
+    format_traceback,
+    write_termination_message,
+)
+from monitor_runtime.server.evaluator import (
+    CHECKPOINT_FORMAT,
+    Evaluator,
+    plan_window,
+    reference_from_first_window,
+)
+from monitor_runtime.server.guarding import guard_factory
+from monitor_runtime.server.host import MonitorHost
+from monitor_runtime.server.jsonlog import JsonLogger
+from monitor_runtime.server.metrics import RuntimeMetrics
+from monitor_runtime.server.settings import RuntimeSettings
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_LOAD = 2
+
+
+class LoadFailure(Exception):
+    """The version could not be loaded; `record` is the feedback record for the termination log."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record.get("message", "load failed"))
+        self.record = record
+
+
+def load_monitor(
+    code_dir: str, log: JsonLogger, spec_file: str | None = None
+) -> tuple[Any, dict[str, Any], MonitorHost]:
+    """Verify and import the version, then build its `Monitor` under the guard.
+
+    The spec is the manifest's, or the mounted `spec_file` (a ModelMonitor manifest or a bare spec, YAML
+    or JSON) when given. Returns (manifest dict, spec, host); raises LoadFailure with a feedback record.
+    """
+    from monitor_runtime import contract, toolkit  # toolkit first: the guard refuses imports it did not vet
+
+    guard = guard_factory()
+    # Events the generated code emits through the toolkit land in the same JSON log as the runtime's own.
+    toolkit.set_event_sink(lambda event_type, details: log.poet_event(event_type, **details))
+    identity: dict[str, Any] = {"monitor": Path(code_dir).name, "version": None, "model": ""}
+    try:
+        manifest = contract.read_manifest(code_dir)
+        identity.update(monitor=manifest.monitor, version=manifest.version, model=manifest.model)
+        # Files are read and hashed unguarded; only executing the verified bytes happens under the guard.
+        manifest, code = contract.verify_version_dir(code_dir)
+        code_file = str(Path(code_dir) / contract.CODE_FILE)
+        spec = dict(manifest.spec) if spec_file is None else read_spec_file(spec_file)
+        host = MonitorHost(None, guard)
+
+        def build() -> Any:
+            module = contract.import_code(
+                code, module_name=f"poet_monitor_v{manifest.version}", filename=code_file
+            )
+            return contract.monitor_class_of(module, filename=code_file)(dict(spec), toolkit)
+
+        host.construct(build)
+    except contract.ContractError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, BaseException) else exc
+        raise LoadFailure(_load_record(identity, exc, cause)) from exc
+    except Exception as exc:
+        raise LoadFailure(_load_record(identity, exc, exc)) from exc
+    info = manifest.to_dict()
+    log.bind(monitor=manifest.monitor, version=manifest.version)
+    if spec_file is not None:
+        log("runtime.spec_file", path=spec_file, same_as_manifest=spec == dict(manifest.spec))
+    return info, spec, host
+
+
+class SpecFileError(ValueError):
+    """A mounted spec file that cannot be used."""
+
+
+def read_spec_file(path: str) -> dict[str, Any]:
+    """The spec mapping of a mounted file: the `spec` of a ModelMonitor manifest, or a bare spec."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecFileError(f"spec file {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise SpecFileError(f"spec file {path}: not valid YAML or JSON ({exc})") from None
+    if isinstance(data, Mapping) and data.get("kind") == "ModelMonitor":
+        data = data.get("spec")
+    if not isinstance(data, Mapping) or "model" not in data:
+        raise SpecFileError(
+            f"spec file {path}: expected a ModelMonitor manifest or a spec mapping with `model`"
+        )
+    return dict(data)
+
+
+def _load_record(identity: Mapping[str, Any], exc: BaseException, cause: BaseException) -> dict[str, Any]:
+    return feedback_record(
+        phase="load",
+        signature=exception_signature(cause),
+        version=identity.get("version"),
+        monitor=str(identity.get("monitor", "")),
+        model=str(identity.get("model", "")),
+        message=str(exc),
+        traceback_text=format_traceback(cause),
+        profile={},
+        failures={},
+    )
+
+
+class MonitorProcess:
+    """One running monitor: the runtime, its HTTP server, the checkpoint loop and the exit code."""
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        host: MonitorHost,
+        *,
+        settings: RuntimeSettings,
+        log: JsonLogger,
+        checkpoint_dir: str | None,
+        termination_log: str,
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.checkpoint_dir = checkpoint_dir
+        self.termination_log = termination_log
+        self.exit_code = EXIT_OK
+        self.stop_event = asyncio.Event()
+        generator = manifest.get("generator") or {}
+        self.identity = {
+            "monitor": manifest.get("monitor"),
+            "model": manifest.get("model"),
+            "version": manifest.get("version"),
+            "generator": generator.get("kind", "") if isinstance(generator, Mapping) else str(generator),
+            "code_sha256": manifest.get("codeSha256"),
+        }
+        self.metrics = RuntimeMetrics(max_features=settings.max_metric_features, log=log)
+        self.metrics.set_info(
+            monitor=str(self.identity["monitor"]),
+            model=str(self.identity["model"]),
+            version=str(self.identity["version"]),
+            generator=str(self.identity["generator"]),
+        )
+        reference = spec.get("reference") or {}
+        self.evaluator = Evaluator(
+            host,
+            plan=plan_window(spec),
+            settings=settings,
+            metrics=self.metrics,
+            log=log,
+            identity=self.identity,
+            on_fatal=self._fatal,
+            bootstrap_reference=reference_from_first_window(spec),
+            reference_size=reference.get("size") if isinstance(reference, Mapping) else None,
+        )
+        self.runtime = Runtime(
+            evaluator=self.evaluator,
+            metrics=self.metrics,
+            settings=settings,
+            identity=self.identity,
+            spec=spec,
+        )
+        if spec.get("allowUnknownFeatures", spec.get("allow_unknown_features", True)) is False:
+            self.runtime.settings = replace(settings, unknown_columns="reject")
+        self.app = build_app(self.runtime)
+
+    # ------------------------------------------------------------ crash
+
+    async def _fatal(self, record: dict[str, Any]) -> None:
+        """Generated code kept failing: write the feedback record and stop with a non-zero code."""
+        data = write_termination_message(self.termination_log, record)
+        self.log(
+            "runtime.crash",
+            level="error",
+            termination_log=self.termination_log,
+            bytes=len(data),
+            signature=record.get("signature"),
+            reason=record.get("message"),
+        )
+        self.log.poet_event(
+            "runtime.crashed", signature=record.get("signature"), version=record.get("version")
+        )
+        self.exit_code = EXIT_CRASH
+        self.stop_event.set()
+
+    # ------------------------------------------------------------ checkpoints
+
+    async def checkpoint(self) -> bool:
+        """Write a checkpoint now (monitor `state()` plus runtime state); False when it was not written."""
+        if not self.checkpoint_dir:
+            return False
+        try:
+            monitor_state, runtime_state = await self.evaluator.snapshot()
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "code_sha256": self.identity["code_sha256"],
+                "version": self.identity["version"],
+                "saved_at": time.time(),
+                "monitor_state": monitor_state,
+                "runtime": runtime_state,
+                "reference_kinds": self.runtime.reference_kinds,
+                "distributions": self.runtime.distributions,
+                "batches": self.runtime.batches,
+            }
+            loop = asyncio.get_running_loop()
+            path = await loop.run_in_executor(None, ckpt.save_checkpoint, self.checkpoint_dir, state)
+        except Exception as exc:
+            self.metrics.errors.labels("checkpoint").inc()
+            self.log(
+                "checkpoint.failed", level="error", error=repr(exc)[:500], traceback=format_traceback(exc)
+            )
+            return False
+        self.evaluator.dirty = False
+        self.log(
+            "checkpoint.saved",
+            path=str(path),
+            rows_ingested=runtime_state["rows_ingested"],
+            rows_evaluated=runtime_state["rows_evaluated"],
+        )
+        return True
+
+    async def resume(self) -> None:
+        """Resume from the checkpoint directory when it holds a checkpoint of this very code."""
+        if not self.checkpoint_dir:
+            return
+        try:
+            state = ckpt.load_checkpoint(self.checkpoint_dir)
+        except (ckpt.CheckpointError, OSError, ValueError, EOFError) as exc:
+            self.log("checkpoint.unreadable", level="warning", error=str(exc)[:500])
+            return
+        if state is None:
+            return
+        if state.get("code_sha256") != self.identity["code_sha256"]:
+            self.log(
+                "checkpoint.skipped",
+                level="warning",
+                reason="checkpoint was written by other code; starting fresh",
+                checkpoint_version=state.get("version"),
+            )
+            return
+        try:
+            await self.evaluator.host.call("restore", state["monitor_state"])
+        except Exception as exc:
+            self.metrics.errors.labels("checkpoint").inc()
+            self.log(
+                "checkpoint.restore_failed",
+                level="error",
+                error=repr(exc)[:500],
+                signature=exception_signature(exc),
+                traceback=format_traceback(exc),
+            )
+            return
+        self.evaluator.restore_runtime_state(state.get("runtime") or {})
+        self.runtime.reference_kinds = dict(state.get("reference_kinds") or {})
+        if state.get("distributions") is not None:
+            self.runtime.distributions = state["distributions"]
+            self.evaluator.on_evaluated = self.runtime.distributions.add_current
+        self.runtime.batches = int(state.get("batches") or 0)
+        self.log.poet_event(
+            "runtime.resumed",
+            saved_at=state.get("saved_at"),
+            rows_ingested=self.evaluator.rows_ingested,
+            pending_rows=self.evaluator.pending_rows,
+        )
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
+            if self.evaluator.dirty:
+                await self.checkpoint()
+
+    # ------------------------------------------------------------ serving
+
+    async def start(self, host: str, port: int) -> int:
+        """Resume, bind and start evaluating; returns the bound port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.resume()
+        self._runner = web.AppRunner(
+            self.app, shutdown_timeout=self.settings.shutdown_grace_s, access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        addresses = self._runner.addresses
+        bound_port = int(addresses[0][1]) if addresses else port
+        self.evaluator.start()
+        self._ticker = loop.create_task(self._checkpoint_loop(), name="poet-checkpoints")
+        self.runtime.ready = True
+        self.log(
+            "runtime.started",
+            host=host,
+            port=bound_port,
+            pid=os.getpid(),
+            window=self.evaluator.plan.as_dict(),
+            has_reference=self.evaluator.has_reference,
+        )
+        return bound_port
+
+    async def wait(self) -> int:
+        """Serve until SIGTERM/SIGINT, `stop()` or a crash, then shut down gracefully; the exit code."""
+        await self.stop_event.wait()
+        # Readiness goes first, in-flight requests finish, then evaluation, then the last checkpoint.
+        self.runtime.shutting_down = True
+        self.log("runtime.stopping", exit_code=self.exit_code)
+        self._ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._ticker
+        await self._drain()
+        await self._runner.cleanup()
+        await self.evaluator.stop()
+        if not self.evaluator.host.stuck:  # a stuck worker would never answer state()
+            await self.checkpoint()
+        self.evaluator.host.close()
+        self.log("runtime.stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _drain(self) -> None:
+        """Close the listener, then let requests in progress finish (bodies still arriving included).
+
+        aiohttp's own cleanup stops reading from connections at once, which would cut off a request
+        whose body is still in transit; so the runtime waits for its own in-flight count first.
+        """
+        for site in list(self._runner.sites):
+            await site.stop()
+        try:
+            await asyncio.wait_for(self.runtime.idle.wait(), timeout=self.settings.shutdown_grace_s)
+        except TimeoutError:
+            self.log("runtime.drain_timeout", level="warning", in_flight=self.runtime.in_flight)
+
+    def stop(self) -> None:
+        """Ask the process to shut down (as SIGTERM does)."""
+        self.stop_event.set()
+
+    async def run(self, host: str, port: int) -> int:
+        """Start, serve until told to stop, shut down; the exit code."""
+        await self.start(host, port)
+        return await self.wait()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.log("runtime.signal", signal=sig.name)
+        self.stop_event.set()
+
+
+def serve(
+    code_dir: str,
+    host: str = "0.0.0.0",
+    port: int = 8080,
+    checkpoint_dir: str | None = None,
+    termination_log: str = "/dev/termination-log",
+) -> int:
+    """`poetmon serve`: run one monitor version until told to stop; the process exit code."""
+    log = JsonLogger()
+    try:
+        settings = RuntimeSettings.from_env()
+    except ValueError as exc:
+        record = feedback_record(
+            phase="load",
+            signature={"exception": "ValueError", "location": "settings"},
+            version=None,
+            monitor=Path(code_dir).name,
+            message=str(exc),
+        )
+        write_termination_message(termination_log, record)
+        log("runtime.bad_settings", level="error", error=str(exc))
+        return EXIT_LOAD
+    checkpoint_dir = checkpoint_dir or os.environ.get("POET_CHECKPOINT_DIR") or None
+    try:
+        manifest, spec, host_ = load_monitor(code_dir, log, os.environ.get("POET_SPEC_FILE") or None)
+    except LoadFailure as failure:
+        data = write_termination_message(termination_log, failure.record)
+        log(
+            "runtime.load_failed",
+            level="error",
+            code_dir=code_dir,
+            error=failure.record.get("message"),
+            termination_log=termination_log,
+            bytes=len(data),
+            traceback=failure.record.get("traceback"),
+        )
+        return EXIT_LOAD
+    proc = MonitorProcess(
+        manifest,
+        spec,
+        host_,
+        settings=settings,
+        log=log,
+        checkpoint_dir=checkpoint_dir,
+        termination_log=termination_log,
+    )
+    code = asyncio.run(proc.run(host, port))
+    if host_.stuck:
+        # The abandoned worker thread would keep the interpreter from exiting; the record is written.
+        sys.stdout.flush()
+        os._exit(code)
+    return code
+
+
+__all__ = ["LoadFailure", "MonitorProcess", "load_monitor", "read_spec_file", "serve"]

@@ -1,0 +1,1 @@
+"""Local backend: run monitors as plain processes on this machine (`poetmon run`)."""

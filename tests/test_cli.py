@@ -1,5 +1,6 @@
-"""The `poetmon` entry point: version and demo."""
+"""The `poetmon` entry point: version and the demo (the whole POET loop on a bundled example)."""
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ def _poetmon(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "poet_operator.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
 
@@ -22,8 +23,20 @@ def test_version() -> None:
     assert out.stdout.strip() == f"poetmon {__version__}"
 
 
-def test_demo_prints_the_report() -> None:
+def test_demo_generates_enforces_runs_and_reports() -> None:
     out = _poetmon("demo")
     assert out.returncode == 0, out.stderr
-    assert "income" in out.stdout and "health: critical" in out.stdout
+    assert "with the template generator; enforce passed" in out.stdout
+    assert "health CRITICAL" in out.stdout
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert "DRIFT" in lines["income"] and "DRIFT" in lines["country"]
+    assert "DRIFT" not in lines["tenure_months"]
     assert "Retraining is warranted" in out.stdout
+
+
+def test_demo_as_json() -> None:
+    out = _poetmon("demo", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(report["drifted_features"]) == {"income", "country", "age"}
+    assert report["version"]["generator"] == "template"

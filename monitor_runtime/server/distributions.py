@@ -33,7 +33,8 @@ class FeatureBins:
     def count(self, values: np.ndarray) -> np.ndarray:
         """Bin counts of `values` (missing values are not counted)."""
         if self.kind == "numeric":
-            v = np.asarray(values, dtype=np.float64) if values.dtype != object else _to_float(values)
+            kind = values.dtype.kind
+            v = np.asarray(values, dtype=np.float64) if kind in "biuf" else _to_float(values.astype(object))
             v = v[np.isfinite(v)]
             idx = np.clip(np.searchsorted(self.edges, v, side="right") - 1, 0, len(self.edges) - 2)
             return np.bincount(idx, minlength=len(self.edges) - 1).astype(np.float64)
@@ -62,8 +63,11 @@ def _to_float(values: np.ndarray) -> np.ndarray:
 
 def fit_bins(values: np.ndarray) -> FeatureBins | None:
     """Bins for one reference column, or None when it has no usable values."""
+    if values.dtype.kind not in "biufO":  # text, bytes, dates: count them as categories
+        values = values.astype(object)
     if values.dtype != object:
-        v = values[np.isfinite(values)]
+        v = values.astype(np.float64)
+        v = v[np.isfinite(v)]
         if v.size == 0:
             return None
         edges = np.unique(np.quantile(v, np.linspace(0, 1, _BINS + 1)))

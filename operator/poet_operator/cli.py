@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="detect drift on the bundled example and print the report")
-    demo.add_argument("--format", choices=["table", "json"], default="table")
+    demo.add_argument("--format", choices=["table", "json", "html"], default="table")
 
     gen = sub.add_parser("generate", help="generate a monitor version directory from a spec")
     gen.add_argument("-f", "--file", required=True, help="ModelMonitor manifest or bare spec (YAML)")

@@ -140,6 +140,15 @@ def write_report(report: Mapping[str, Any], distributions: Mapping[str, Any], fm
         out.write(format_table(report))
 
 
+def _status_note(feature: Mapping[str, Any]) -> str:
+    status = str(feature.get("status") or "ok")
+    details = feature.get("details") or {}
+    only_missing = details.get("missing_drift") and not details.get("distribution_drift")
+    if feature.get("drift_detected") and only_missing:
+        return "missing values"
+    return status
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -168,6 +177,7 @@ def format_table(report: Mapping[str, Any]) -> str:
         "p-value",
         "severity",
         "importance",
+        "missing",
         "status",
     )
     rows = [header]
@@ -183,7 +193,8 @@ def format_table(report: Mapping[str, Any]) -> str:
                 _fmt(f.get("p_value")),
                 _fmt(f.get("severity")),
                 _fmt(f.get("importance")),
-                str(f.get("status") or "ok"),
+                f"{float(f.get('missing_rate') or 0.0):.1%}",
+                _status_note(f),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

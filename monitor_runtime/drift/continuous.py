@@ -52,10 +52,18 @@ class ContinuousReference:
 
     data_type = "continuous"
 
-    def __init__(self, column: Column, method: str = "ks", max_samples: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        column: Column,
+        method: str = "ks",
+        max_samples: int | None = None,
+        seed: int = 0,
+        histograms: bool = False,
+    ):
         if method not in CONTINUOUS_METHODS:
             raise ValueError(f"continuous method must be one of {CONTINUOUS_METHODS}, got {method!r}")
         self.method = method
+        self.histograms = histograms
         self.max_samples = max_samples
         self.seed = seed
         values = _subsample(numeric_view(column), max_samples, seed)
@@ -103,7 +111,7 @@ class ContinuousReference:
         d = ks_statistic_sorted(self.sorted, cur)
         out.ks = (d, n1, n2)
         out.effect = self._effect(d, cur)
-        cur_mean = _mean_std(cur)[0]
+        cur_mean = _mean(cur)
         out.details.update(
             ks_statistic=d,
             reference_mean=self.mean,
@@ -111,8 +119,9 @@ class ContinuousReference:
             reference_median=float(self.sorted[n1 // 2]),
             current_median=float(cur[n2 // 2]),
             mean_shift_sd=(cur_mean - self.mean) / self.scale,
-            histogram=self._histogram(cur),
         )
+        if self.histograms:
+            out.details["histogram"] = self._histogram(cur)
         if self.low == self.high and cur[0] == cur[-1]:
             same = cur[0] == self.low
             out.status = "constant"
@@ -147,6 +156,13 @@ class ContinuousReference:
             "reference": np.round(_bin_shares(self.sorted, inner), 6).tolist(),
             "current": np.round(_bin_shares(cur, inner), 6).tolist(),
         }
+
+
+def _mean(sorted_values: np.ndarray) -> float:
+    mag = max(abs(float(sorted_values[0])), abs(float(sorted_values[-1])))
+    if mag < 1e150:
+        return float(sorted_values.mean())
+    return float((sorted_values / mag).mean()) * mag
 
 
 def _mean_std(sorted_values: np.ndarray) -> tuple[float, float]:

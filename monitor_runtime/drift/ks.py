@@ -39,12 +39,13 @@ def ks_statistic_sorted(reference_sorted: np.ndarray, current_sorted: np.ndarray
     # a_l differs from a_r only where a current value equals a reference value: fix those few.
     tied = (a_r > 0) & (reference_sorted[below] == current_sorted)
     upper, lower = _steps(n2)
-    ref_cdf = a_r / n1
-    over = np.max(upper - ref_cdf)
+    gap = upper - a_r / n1  # F_cur - F_ref just after each current value
+    over = gap.max()
     if tied.any():
         a_r[tied] = np.searchsorted(reference_sorted, current_sorted[tied], side="left")
-        ref_cdf = a_r / n1
-    under = np.max(ref_cdf - lower)
+        under = np.max(a_r / n1 - lower)
+    else:  # a_l == a_r, and lower == upper - 1/n2, so the second pass is the same array's minimum
+        under = 1.0 / n2 - gap.min()
     return float(max(over, under, 0.0))
 
 

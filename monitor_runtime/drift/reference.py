@@ -140,13 +140,15 @@ class Reference:
         critical_score: float = CRITICAL_SCORE,
         max_samples: int | None = None,
         seed: int = 0,
+        histograms: bool = False,
     ) -> Reference:
         """Prepare ``reference`` (a mapping of column name to values).
 
         ``features`` declares per-feature ``type`` (continuous, categorical, binary, sparse, mixed or
         auto), ``importance`` and optionally ``method`` (ks, wasserstein, psi, js for continuous;
         chi2, kl, js, psi for categorical). ``optimize_for`` picks exactness versus speed;
-        ``correction`` is ``bh`` (Benjamini-Hochberg), ``bonferroni`` or ``none``.
+        ``correction`` is ``bh`` (Benjamini-Hochberg), ``bonferroni`` or ``none``. ``histograms``
+        adds 20-bin reference and current shares of continuous features to ``details`` (for plots).
         """
         if optimize_for not in OPTIMIZE_FOR:
             raise ValueError(f"optimize_for must be one of {OPTIMIZE_FOR}, got {optimize_for!r}")
@@ -171,7 +173,9 @@ class Reference:
         def prepare(name: str) -> Any:
             cfg = configs.get(name, {})
             try:
-                return _prepare(columns[name], cfg.get("type", "auto"), cfg.get("method"), cap, seed)
+                return _prepare(
+                    columns[name], cfg.get("type", "auto"), cfg.get("method"), cap, seed, histograms
+                )
             except ValueError as exc:
                 raise ValueError(f"feature {name!r}: {exc}") from None
 
@@ -289,10 +293,12 @@ class Reference:
         }
 
 
-def _prepare(column: Column, declared: str, method: str | None, cap: int | None, seed: int) -> Any:
+def _prepare(
+    column: Column, declared: str, method: str | None, cap: int | None, seed: int, histograms: bool
+) -> Any:
     ftype = infer_type(column) if declared == "auto" else declared
     if ftype == "continuous":
-        return ContinuousReference(column, method or "ks", cap, seed)
+        return ContinuousReference(column, method or "ks", cap, seed, histograms)
     if ftype in ("categorical", "binary"):
         if method in CONTINUOUS_METHODS and method not in CATEGORICAL_METHODS:
             raise ValueError(f"method {method!r} does not apply to {ftype} features")

@@ -94,3 +94,12 @@ def test_kl_smoothing_keeps_unseen_categories_finite_and_counts_them_as_drift() 
         assert got["details"]["unseen_count"] == 300
         assert got["details"]["unseen_examples"] == ["z"]
         assert np.isfinite(got["score"])
+
+
+def test_histograms_are_opt_in_and_cover_both_sides() -> None:
+    rng = np.random.default_rng(6)
+    ref, cur = {"x": rng.normal(size=500)}, {"x": rng.normal(1, size=400)}
+    assert "histogram" not in detect_drift(ref, cur)["features"]["x"]["details"]
+    hist = Reference.fit(ref, histograms=True).detect(cur)["features"]["x"]["details"]["histogram"]
+    assert len(hist["edges"]) == 21 and sum(hist["reference"]) == pytest.approx(1.0)
+    assert np.argmax(hist["current"]) > np.argmax(hist["reference"])

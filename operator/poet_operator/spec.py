@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
@@ -35,6 +35,17 @@ FeatureType = Literal["continuous", "categorical", "auto"]
 DEFAULT_WINDOW_SIZE: dict[str, int] = {"accuracy": 2000, "real_time": 500, "cost": 1000}
 DEFAULT_STORAGE: dict[str, str] = {"accuracy": "exact", "real_time": "exact", "cost": "sketch"}
 DEFAULT_SKETCH_CAPACITY = 256
+
+# Upper bounds that keep a spec within what one runtime pod and the generated code can hold. Window rows are
+# kept in memory (or summarised); ten million rows is far beyond any window a drift test needs.
+MAX_WINDOW_ROWS = 10_000_000
+MAX_SEED = 2**63 - 1
+# Declared features become a table of constants in the generated code, which Enforce caps in size; columns
+# beyond these limits are still monitored, with inferred types, when allowUnknownFeatures is true.
+MAX_FEATURES = 500
+MAX_FEATURE_NAME_CHARS = 128
+MAX_FEATURE_NAMES_BYTES = 64 * 1024
+MAX_MODEL_NAME_CHARS = 253
 
 
 class SpecError(ValueError):
@@ -68,6 +79,8 @@ class _SpecModel(BaseModel):
         extra="forbid",
         alias_generator=to_camel,
         use_enum_values=True,
+        # inf and NaN are never meaningful here and would not survive into generated code or JSON.
+        allow_inf_nan=False,
     )
 
     @model_validator(mode="before")
@@ -97,34 +110,34 @@ class WindowSpec(_SpecModel):
     """How rows are grouped into the windows that are compared with the reference."""
 
     strategy: WindowStrategy = Field("sliding", description="fixed (tumbling), sliding or adaptive")
-    size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+    size: Annotated[int, Field(ge=2, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None,
         description="rows per window; default depends on optimizeFor (accuracy 2000, real_time 500, "
         "cost 1000); for adaptive windows the starting size",
     )
-    step: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = Field(
+    step: Annotated[int, Field(ge=1, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None,
         description="rows between evaluations of a sliding window (default size/2); give step or overlap",
     )
-    overlap: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+    overlap: Annotated[int, Field(ge=0, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None,
         description="rows shared by consecutive sliding windows (size - step); give step or overlap",
     )
-    min_size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+    min_size: Annotated[int, Field(ge=2, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None, description="adaptive windows: smallest size (default size/4)"
     )
-    max_size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
-        None, description="adaptive windows: largest size (default 4*size)"
+    max_size: Annotated[int, Field(ge=2, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
+        None, description="adaptive windows: largest size (default 4*size, at most 10000000)"
     )
     storage: WindowStorage | SkipJsonSchema[None] = Field(
         None,
         description="exact (keep rows), reservoir (uniform sample) or sketch (bounded summary); "
         "default exact, sketch for optimizeFor cost",
     )
-    capacity: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = Field(
+    capacity: Annotated[int, Field(ge=1, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None, description="reservoir: rows kept (default size); sketch: bins per feature (default 256)"
     )
-    seed: int = Field(0, ge=0, description="seed for sampling, so runs are reproducible")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for sampling, so runs are reproducible")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> WindowSpec:
@@ -195,7 +208,7 @@ class WindowSpec(_SpecModel):
                 config["step"] = _default_step(size, bounded=storage != "exact")
         elif self.strategy == "adaptive":
             config["minSize"] = self.min_size or max(2, size // 4)
-            config["maxSize"] = self.max_size or 4 * size
+            config["maxSize"] = self.max_size or min(4 * size, MAX_WINDOW_ROWS)
             if self.step is not None:
                 config["step"] = self.step
         config["storage"] = storage
@@ -232,7 +245,7 @@ class ReferenceSpec(_SpecModel):
         "static",
         description="static (never changes) or accepted_windows (windows without drift are folded in)",
     )
-    size: Annotated[int, Field(ge=2)] | SkipJsonSchema[None] = Field(
+    size: Annotated[int, Field(ge=2, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None, description="rows kept as reference (default: window size)"
     )
 
@@ -240,7 +253,12 @@ class ReferenceSpec(_SpecModel):
 class FeatureSpec(_SpecModel):
     """A declared feature; undeclared ones are still monitored when allowUnknownFeatures is true."""
 
-    name: str = Field(..., min_length=1, description="column name as it appears in the batches")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_FEATURE_NAME_CHARS,
+        description="column name as it appears in the batches",
+    )
     type: FeatureType = Field("auto", description="continuous, categorical or auto (inferred from the data)")
     importance: float = Field(1.0, gt=0, description="weight in the overall drift score (> 0)")
 
@@ -367,7 +385,7 @@ class LLMSettings(_SpecModel):
     api_key_file: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
         None, description="path of a file holding the key (a mounted Secret)"
     )
-    timeout_seconds: float = Field(60.0, gt=0, description="timeout of one request")
+    timeout_seconds: float = Field(60.0, gt=0, le=3600, description="timeout of one request")
     max_tokens: int = Field(4096, ge=256, description="completion token limit of one request")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
     max_repair_rounds: int = Field(
@@ -489,7 +507,12 @@ class RuntimeSpec(_SpecModel):
 class MonitorSpec(_SpecModel):
     """The spec of a ModelMonitor. Only `model` is required."""
 
-    model: str = Field(..., min_length=1, description="name of the model this monitor watches")
+    model: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_MODEL_NAME_CHARS,
+        description="name of the model this monitor watches",
+    )
     domain: Literal["ml_monitoring"] = Field(
         "ml_monitoring", description="problem domain of the generated code"
     )
@@ -525,14 +548,48 @@ class MonitorSpec(_SpecModel):
                 )
         return self
 
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features_as_list(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            # `features: {age: continuous}` is a common first attempt; show the list form it means.
+            example = next(iter(value.items()), ("age", "continuous"))
+            raise ValueError(
+                "must be a list of feature entries, not a mapping; write e.g. "
+                f"features: [{{name: {example[0]}, type: {example[1]}}}]"
+            )
+        return value
+
+    @field_validator("features", mode="after")
+    @classmethod
+    def _check_feature_list(cls, features: tuple[FeatureSpec, ...]) -> tuple[FeatureSpec, ...]:
+        if len(features) > MAX_FEATURES:
+            raise ValueError(
+                f"lists {len(features)} features, at most {MAX_FEATURES} can be declared; declare the "
+                "important ones and keep allowUnknownFeatures: true so the rest are monitored too"
+            )
+        names = [feature.name for feature in features]
+        for index, name in enumerate(names):
+            if not name.isprintable():
+                raise ValueError(
+                    f"entry {index} has the name {name!r} with a line break or control character; "
+                    "give the column name as it appears in the batches"
+                )
+        # Counted as the names are written in the generated code (quotes and backslashes escaped).
+        name_bytes = sum(len(repr(name).encode("utf-8")) for name in names)
+        if name_bytes > MAX_FEATURE_NAMES_BYTES:
+            raise ValueError(
+                f"feature names take {name_bytes} bytes, at most {MAX_FEATURE_NAMES_BYTES}; declare fewer "
+                "features and keep allowUnknownFeatures: true for the rest"
+            )
+        seen: set[str] = set()
+        duplicates = sorted({name for name in names if name in seen or seen.add(name)})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(map(repr, duplicates))} more than once; keep one entry each")
+        return features
+
     @model_validator(mode="after")
     def _check_features(self) -> MonitorSpec:
-        names = [feature.name for feature in self.features]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(
-                f"features lists {', '.join(map(repr, duplicates))} more than once; keep one entry each"
-            )
         if not self.allow_unknown_features and not self.features and self.template == "feature_drift":
             raise ValueError(
                 "allowUnknownFeatures is false but features is empty, so nothing would be monitored; "
@@ -661,11 +718,21 @@ class MonitorDocument(BaseModel):
                 spec = MonitorSpec.from_mapping(obj["spec"], source=source, path_prefix="spec")
         except SpecError as exc:
             problems.extend(exc.problems)
-        if problems or spec is None:
+        meta = None
+        try:
+            meta = ObjectMeta.model_validate(dict(metadata))
+        except ValidationError as exc:
+            named = {path for path, _ in problems}
+            for error in exc.errors(include_url=False):
+                # Label and annotation keys may look like union tags, so the location is used unfiltered.
+                path = ".".join(["metadata", *map(str, error["loc"])])
+                if path not in named:
+                    named.add(path)
+                    message = f"{error['msg'][:1].lower()}{error['msg'][1:]} (got {error.get('input')!r})"
+                    problems.append((path, message))
+        if problems or spec is None or meta is None:
             raise SpecError(problems, source=source)
-        return cls(
-            api_version=API_VERSION, kind=KIND, metadata=ObjectMeta.model_validate(dict(metadata)), spec=spec
-        )
+        return cls(api_version=API_VERSION, kind=KIND, metadata=meta, spec=spec)
 
 
 _UNION_TAGS = {"int", "str", "float", "bool", "none"}
@@ -729,6 +796,10 @@ def load_document_file(path: str | Path) -> MonitorDocument:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([("", f"cannot read the file: {exc.strerror or exc}")], source=source) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [("", f"is not UTF-8 text (byte {exc.start}); save the YAML as UTF-8")], source=source
+        ) from None
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:

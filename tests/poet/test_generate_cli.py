@@ -116,3 +116,91 @@ def test_existing_version_directory_is_never_overwritten(tmp_path: Path, capsys)
     assert main(["generate", "-f", str(EXAMPLES / "minimal.yaml"), "-o", str(out)]) == 2
     assert "already holds a version; versions are immutable" in capsys.readouterr().err
     assert (out / "monitor.py").read_text() == "CONTRACT = 1\n"
+
+
+def _generate(*args: str) -> int:
+    return main(["generate", "-f", str(EXAMPLES / "minimal.yaml"), *args])
+
+
+def test_output_and_events_paths_are_checked_before_generating(tmp_path: Path, capsys) -> None:
+    events = tmp_path / "events.jsonl"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [
+        (["-o", str(a_file)], f"output {a_file} exists and is not a directory"),
+        (["-o", str(a_file / "v1")], f"cannot write the output directory {a_file / 'v1'}"),
+        (["-o", "/proc/nope/v1"], "cannot write the output directory /proc/nope/v1"),
+    ]
+    for args, message in cases:
+        assert _generate(*args, "--events-file", str(events)) == 2, args
+        assert message in capsys.readouterr().err
+        assert not events.exists()  # no event at all: nothing was generated or enforced
+    assert a_file.read_text() == "x" and not Path("/proc/nope").exists()
+    out = tmp_path / "new" / "deeper" / "v1"
+    assert _generate("-o", str(out), "--events-file", str(tmp_path / "no-dir" / "e.jsonl")) == 2
+    assert f"cannot open the events file {tmp_path / 'no-dir' / 'e.jsonl'}" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # the write check leaves nothing behind
+
+
+def test_a_failing_events_stream_is_reported_not_raised(tmp_path: Path, capsys) -> None:
+    assert _generate("-o", str(tmp_path / "v1"), "--events-file", "/dev/full") == 1
+    err = capsys.readouterr().err
+    assert "poetmon generate: cannot write" in err and "No space left on device" in err
+    assert not (tmp_path / "v1" / "monitor.py").exists()
+
+
+def test_unreadable_inputs_name_the_file(tmp_path: Path, capsys) -> None:
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(b"\xff\xfe\x00model: m\n")
+    out = str(tmp_path / "o")
+    assert main(["generate", "-f", str(binary), "-o", out]) == 2
+    assert f"{binary}" in (err := capsys.readouterr().err) and "is not UTF-8 text" in err
+    assert _generate("-o", out, "--feedback", str(binary)) == 2
+    assert f"feedback file {binary} is not UTF-8 text" in capsys.readouterr().err
+    assert _generate("-o", out, "--lessons", str(binary)) == 2
+    assert f"lessons file {binary} is not UTF-8 text" in capsys.readouterr().err
+    not_lessons = tmp_path / "settings.json"
+    not_lessons.write_text(json.dumps({"model": "m", "window": {}}))
+    assert _generate("-o", out, "--lessons", str(not_lessons)) == 2
+    assert f"{not_lessons} is not a lessons file: it has no 'lessons' list (its keys: model, window)" in (
+        capsys.readouterr().err
+    )
+    assert json.loads(not_lessons.read_text()) == {"model": "m", "window": {}}
+    assert _generate("-o", out, "--lessons", str(tmp_path)) == 2
+    assert "is not a file" in capsys.readouterr().err
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "monitor.py").write_text("CONTRACT = 1\n")
+    (previous / "manifest.json").write_bytes(binary.read_bytes())
+    assert _generate("-o", out, "--previous", str(previous)) == 2
+    assert f"{previous / 'manifest.json'} is not UTF-8 text" in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
+def test_version_number_is_checked_before_generating(tmp_path: Path, capsys) -> None:
+    from poet_operator.poet.generators.template import TemplatePlan, render
+    from poet_operator.spec import load_spec_file
+
+    from monitor_runtime.contract import write_version_dir
+
+    for bad in ("-3", "0"):
+        assert _generate("-o", str(tmp_path / "o"), "--version-number", bad) == 2
+        assert f"--version-number {bad} is not a positive integer" in capsys.readouterr().err
+    spec = load_spec_file(EXAMPLES / "minimal.yaml")
+    code, _ = render(TemplatePlan(spec, spec.spec_hash()))
+    write_version_dir(
+        tmp_path / "v4",
+        code=code,
+        version=4,
+        monitor="m",
+        model=spec.model,
+        spec=spec.to_dict(),
+        spec_hash=spec.spec_hash(),
+        generator={"kind": "template"},
+    )
+    args = ["-o", str(tmp_path / "o"), "--previous", str(tmp_path / "v4"), "--version-number", "4"]
+    assert _generate(*args) == 2
+    assert "--version-number 4 is not above the previous version 4; use 5 or leave it out" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()

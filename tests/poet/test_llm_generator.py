@@ -8,11 +8,13 @@ to the template generator, the budget and the prompt's content are shown end to 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from poet_operator.poet.enforce import SandboxLimits
 from poet_operator.poet.engine import PreviousVersion, run_poet
 from poet_operator.poet.events import ListSink
@@ -291,3 +293,71 @@ def test_extract_code_prefers_the_python_block() -> None:
     assert extract_code(text) == "x = 1\n"
     assert extract_code("```\ny = 2\n```") == "y = 2\n"
     assert extract_code("no block here") is None
+
+
+class NoUsageServer(ScriptedChatServer):
+    """A compatible server that, like some self-hosted ones, reports no token usage."""
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        response = await super()._chat(request)
+        if response.status != 200:
+            return response
+        data = json.loads(response.text)
+        data.pop("usage")
+        return web.json_response(data)
+
+
+def test_tokens_are_estimated_when_the_server_reports_no_usage(key_file) -> None:
+    answer = "I would rather explain. " * 170  # about 4000 characters, no code block
+    with NoUsageServer([answer] * 6, api_key=API_KEY) as server:
+        config = LLMConfig(
+            model="m", base_url=server.base_url, api_key_file=str(key_file), max_repair_rounds=5
+        )
+        budget = LLMBudget(max_calls=10, max_total_tokens=2000)
+        outcome = LLMGenerator(config, budget).generate(PromptContext(spec={"model": "m"}), lambda code: None)
+        first_prompt = "".join(str(m["content"]) for m in server.requests[0]["messages"])
+    assert not outcome.accepted and outcome.failure.startswith("LLM token budget spent")
+    assert len(server.requests) == 2  # the estimate reached the cap, so the third call was never made
+    first = outcome.attempts[0]
+    assert first.tokens_estimated and first.to_dict()["tokens_estimated"] is True
+    assert first.prompt_tokens == -(-len(first_prompt) // 4)
+    assert first.completion_tokens == -(-len(answer) // 4)
+    assert budget.calls == 2 and budget.total_tokens >= 2000
+
+
+def test_failed_requests_count_against_the_call_budget(server, key_file) -> None:
+    config = LLMConfig(model="m", base_url=server.base_url, api_key_file=str(key_file))
+    server.replies = []  # every request fails with 500
+    budget = LLMBudget(max_calls=2, max_total_tokens=10_000)
+    for _ in range(2):
+        outcome = LLMGenerator(config, budget).generate(PromptContext(spec={"model": "m"}), lambda code: None)
+        assert outcome.failure.startswith("LLM request failed: InternalServerError")
+    assert budget.calls == 2 and budget.total_tokens == 0  # the server refused: no tokens were spent
+    outcome = LLMGenerator(config, budget).generate(PromptContext(spec={"model": "m"}), lambda code: None)
+    assert outcome.failure == "LLM call budget spent: 2/2 calls"
+    assert len(server.requests) == 2
+
+
+def test_timed_out_requests_count_as_a_call_and_their_prompt(key_file) -> None:
+    release = threading.Event()
+
+    def stall(body: dict[str, Any]) -> str:
+        release.wait(20)  # held until the client has given up
+        return "too late"
+
+    with ScriptedChatServer([stall], api_key=API_KEY) as server:
+        config = LLMConfig(
+            model="m", base_url=server.base_url, api_key_file=str(key_file), timeout_seconds=0.5
+        )
+        budget = LLMBudget(max_calls=5, max_total_tokens=100_000)
+        try:
+            outcome = LLMGenerator(config, budget).generate(
+                PromptContext(spec={"model": "m"}), lambda c: None
+            )
+        finally:
+            release.set()
+        prompt = "".join(str(m["content"]) for m in server.requests[0]["messages"])
+    assert outcome.failure.startswith("LLM request failed: APITimeoutError")
+    assert budget.calls == 1
+    assert budget.prompt_tokens == -(-len(prompt) // 4) and budget.completion_tokens == 0
+    assert outcome.attempts[0].tokens_estimated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pydantic
@@ -21,6 +22,8 @@ from poet_operator.spec import (
 )
 
 from monitor_runtime.windows import make_window
+
+MAX_FEATURE_NAMES_BYTES = 64 * 1024  # the documented budget of declared feature names in the code
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -224,7 +227,7 @@ INVALID = [
         "'exact', 'reservoir' or 'sketch'",
     ),
     ({"model": "m", "reference": {"source": "s3"}}, "spec.reference.source", "'first_window' or 'uploaded'"),
-    ({"model": "m", "features": [{"name": "a"}, {"name": "a"}]}, "spec", "'a' more than once"),
+    ({"model": "m", "features": [{"name": "a"}, {"name": "a"}]}, "spec.features", "'a' more than once"),
     (
         {"model": "m", "features": [{"type": "continuous"}]},
         "spec.features.0.name",
@@ -314,6 +317,38 @@ INVALID = [
         "spec.runtime.resources",
         "requests.cpu=2 exceeds limits.cpu=500m",
     ),
+    # Non-finite numbers have no literal in generated code and no JSON form: refused up front.
+    (
+        {"model": "m", "features": [{"name": "a", "importance": math.inf}]},
+        "spec.features.0.importance",
+        "finite number (got inf)",
+    ),
+    ({"model": "m", "thresholds": {"methods": {"psi": math.inf}}}, "spec.thresholds.methods.psi", "finite"),
+    ({"model": "m", "thresholds": {"alpha": math.nan}}, "spec.thresholds.alpha", "finite number"),
+    (
+        {"model": "m", "generator": {"kind": "template", "llm": {"model": "x", "timeoutSeconds": math.inf}}},
+        "spec.generator.llm.timeoutSeconds",
+        "finite number",
+    ),
+    ({"model": "m", "window": {"size": 10**23}}, "spec.window.size", "less than or equal to 10000000"),
+    (
+        {"model": "m", "window": {"strategy": "adaptive", "size": 100, "maxSize": 10**9}},
+        "spec.window.maxSize",
+        "less than or equal to 10000000",
+    ),
+    ({"model": "m", "reference": {"size": 10**12}}, "spec.reference.size", "less than or equal to 10000000"),
+    (
+        {"model": "m", "features": {"a": "continuous"}},
+        "spec.features",
+        "not a mapping; write e.g. features: [{name: a, type: continuous}]",
+    ),
+    (
+        {"model": "m", "features": [{"name": f"f{i}"} for i in range(501)]},
+        "spec.features",
+        "lists 501 features, at most 500 can be declared",
+    ),
+    ({"model": "m", "features": [{"name": "x" * 129}]}, "spec.features.0.name", "at most 128 characters"),
+    ({"model": "m" * 254}, "spec.model", "at most 253 characters"),
 ]
 
 
@@ -467,3 +502,68 @@ def test_valid_windows_round_trip_and_resolve(
         assert 1 <= config["step"] <= size
     if strategy == "adaptive":
         assert 2 <= config["minSize"] <= size <= config["maxSize"]
+
+
+def test_metadata_errors_name_the_field_instead_of_raising() -> None:
+    problems = _problems(
+        {
+            "apiVersion": "poet.dev/v1alpha1",
+            "kind": "ModelMonitor",
+            "metadata": {"name": "x", "namespace": 5, "labels": {"app-tier": 1}},
+            "spec": {"model": "m"},
+        }
+    )
+    assert ("metadata.namespace", "input should be a valid string (got 5)") in problems
+    assert ("metadata.labels.app-tier", "input should be a valid string (got 1)") in problems
+
+
+def test_spec_files_with_bad_values_give_field_errors(tmp_path: Path) -> None:
+    cases = {
+        "labels.yaml": (
+            "apiVersion: poet.dev/v1alpha1\nkind: ModelMonitor\nmetadata: {name: x, labels: {a: 1}}\n"
+            "spec: {model: m}\n",
+            "metadata.labels.a: input should be a valid string (got 1)",
+        ),
+        "inf.yaml": ("model: m\nfeatures: [{name: a, importance: .inf}]\n", "finite number (got inf)"),
+        "big.yaml": (
+            "model: m\nfeatures:\n" + "".join(f"- name: f{i}\n" for i in range(10_000)),
+            "spec.features: lists 10000 features, at most 500",
+        ),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SpecError) as info:
+            load_document_file(tmp_path / name)
+        assert expected in str(info.value), name
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00model: m\n")
+    with pytest.raises(SpecError, match=r"binary\.yaml.*\n  is not UTF-8 text \(byte 0\)"):
+        load_document_file(tmp_path / "binary.yaml")
+
+
+def test_the_largest_declared_spec_still_renders_within_the_code_size_limit() -> None:
+    from poet_operator.poet.enforce.policy import MAX_CODE_BYTES
+    from poet_operator.poet.generators.template import TemplatePlan, render
+
+    # The most features, with names as long as the byte budget allows once escaped for the code.
+    names = [f"{i:03d}" + "\\" * 60 for i in range(500)]
+    assert sum(len(repr(n)) for n in names) < MAX_FEATURE_NAMES_BYTES
+    spec = MonitorSpec.from_mapping(
+        {
+            "model": "m",
+            "optimizeFor": "real_time",
+            "features": [{"name": n, "type": "categorical", "importance": 0.123456789} for n in names],
+        }
+    )
+    code, _ = render(TemplatePlan(spec, spec.spec_hash(), (("OOMKilled", "bounded_memory"),)))
+    assert len(code.encode()) < MAX_CODE_BYTES
+    too_long = [{"name": n + "\\" * 5} for n in names]
+    with pytest.raises(SpecError, match=r"feature names take \d+ bytes, at most 65536"):
+        MonitorSpec.from_mapping({"model": "m", "features": too_long})
+
+
+def test_feature_names_with_line_breaks_are_refused() -> None:
+    for name in ("a\nb", "a\u2028b", "a\x85b", "a\x00"):
+        problems = _problems({"model": "m", "features": [{"name": "ok"}, {"name": name}]})
+        assert problems[0][0] == "spec.features", problems
+        assert "entry 1 has the name" in problems[0][1]
+        assert "line break or control character" in problems[0][1]

@@ -12,10 +12,13 @@ Every step emits a `PoetEvent`. `generate_command` is `poetmon generate`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +43,9 @@ from poet_operator.poet.generators.llm import (
     LLMOutcome,
 )
 from poet_operator.poet.generators.prompt import CONTRACT_FALLBACK, PromptContext
-from poet_operator.poet.generators.template import TemplatePlan, render
+from poet_operator.poet.generators.template import TemplateError, TemplatePlan, render
 from poet_operator.poet.train.escalation import Escalation, find_escalations
-from poet_operator.poet.train.feedback import Feedback, FeedbackError, load_feedback_file
+from poet_operator.poet.train.feedback import Feedback, FeedbackError, clean_signature, load_feedback_file
 from poet_operator.poet.train.lessons import (
     Lesson,
     LessonStore,
@@ -83,8 +86,20 @@ class PreviousVersion:
     @classmethod
     def load(cls, directory: str | Path) -> PreviousVersion:
         """Read (never import) a version directory after verifying its manifest and hash."""
-        manifest, code = contract.verify_version_dir(directory)
-        return cls(manifest.to_dict(), code.decode("utf-8"))
+        try:
+            manifest, code = contract.verify_version_dir(directory)
+        except UnicodeDecodeError as exc:
+            raise contract.ContractError(
+                f"{Path(directory) / contract.MANIFEST_FILE} is not UTF-8 text (byte {exc.start}); "
+                "pass a version directory written by poetmon generate"
+            ) from None
+        try:
+            text = code.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise contract.ContractError(
+                f"{Path(directory) / contract.CODE_FILE} is not UTF-8 text (byte {exc.start})"
+            ) from None
+        return cls(manifest.to_dict(), text)
 
 
 @dataclass(frozen=True)
@@ -211,7 +226,11 @@ def perceive(
 
     # Earlier remedies stay: a new version must not reintroduce a fixed failure.
     for entry in previous.poet.get("remedies", []) if previous else []:
-        add(str(entry["signature"]), str(entry["remedy"]), "carried")
+        known = isinstance(entry, Mapping) and str(entry.get("remedy")) in {r.value for r in Remedy}
+        if not known or "signature" not in entry:
+            events.emit("poet.perceive.remedy_skipped", entry=str(entry)[:200], reason="not a known remedy")
+            continue
+        add(clean_signature(entry["signature"]), str(entry["remedy"]), "carried")
     for record in feedback:
         remedy = remedy_for(record)
         if remedy is not None and record.signature not in escalated:
@@ -536,6 +555,9 @@ def run_poet(
     llm_api_key: str | None = None,
 ) -> PoetResult:
     """Perceive, Operate, Enforce, Train; write the version directory only when Enforce passed."""
+    problem = version_problem(version, previous)
+    if problem:
+        raise PoetError(problem)
     number = version if version is not None else (previous.number + 1 if previous else 1)
     events = EventEmitter(sink, monitor=monitor, version=number)
     plan = perceive(
@@ -618,7 +640,8 @@ def generate_command(
 
     Exit status: 0 written, 1 enforce failed, 2 bad input, 3 every feedback signature escalated.
 
-    A human summary goes to stdout, the POET events as JSON lines to stderr (or `events_file`).
+    A human summary goes to stdout, the POET events as JSON lines to stderr (or `events_file`). Every input
+    and the output location are checked before any code is generated, so a mistake costs no enforce run.
     """
     try:
         document = load_document_file(spec_file)
@@ -626,20 +649,14 @@ def generate_command(
         lessons = LessonStore.load(lessons_file) if lessons_file else None
         previous = PreviousVersion.load(previous_dir) if previous_dir else None
     except (SpecError, FeedbackError, LessonStoreError, contract.ContractError, ProfileError) as exc:
-        print(f"poetmon generate: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except UnicodeDecodeError as exc:
-        print(f"poetmon generate: previous monitor.py is not UTF-8 ({exc})", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    target = Path(output_dir)
-    if (target / contract.CODE_FILE).exists() or (target / contract.MANIFEST_FILE).exists():
-        print(
-            f"poetmon generate: {target} already holds a version; versions are immutable, "
-            "choose a new output directory",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    handle = open(events_file, "a", encoding="utf-8") if events_file else None  # noqa: SIM115
+        return _bad_input(str(exc))
+    problem = version_problem(version_number, previous) or output_problem(Path(output_dir))
+    if problem:
+        return _bad_input(problem)
+    try:
+        handle = open(events_file, "a", encoding="utf-8") if events_file else None  # noqa: SIM115
+    except OSError as exc:
+        return _bad_input(f"cannot open the events file {events_file}: {exc.strerror or exc}")
     try:
         sink = JsonLinesSink(handle or sys.stderr)
         try:
@@ -654,16 +671,93 @@ def generate_command(
                 generator=generator,
                 sink=sink,
             )
-        except (contract.ContractError, ProfileError) as exc:
-            print(f"poetmon generate: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        except (contract.ContractError, ProfileError, PoetError) as exc:
+            return _bad_input(str(exc))
+        except TemplateError as exc:
+            print(f"poetmon generate: the template could not be rendered: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            target = Path(output_dir)
+            if not (target / contract.MANIFEST_FILE).exists():
+                # The output held no version before this run, so a code file without a manifest is ours.
+                with contextlib.suppress(OSError):
+                    (target / contract.CODE_FILE).unlink(missing_ok=True)
+            events_note = f" and the events file {events_file}" if handle else ""
+            print(
+                f"poetmon generate: cannot write{where}: {exc.strerror or exc}; no version was written, "
+                f"check the output directory {output_dir}{events_note}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
     finally:
         if handle is not None:
-            handle.close()
+            with contextlib.suppress(OSError):  # the write error, if any, was reported above
+                handle.close()
     if lessons is not None and result.lessons_recorded:
-        lessons.save()
+        try:
+            lessons.save()
+        except OSError as exc:
+            print(
+                f"poetmon generate: the version was written but the lessons file {lessons.path} could not be "
+                f"saved: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            print(summarise(result))
+            return EXIT_FAILED
     print(summarise(result))
     return result.exit_code
+
+
+def _bad_input(message: str) -> int:
+    print(f"poetmon generate: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def version_problem(version: int | None, previous: PreviousVersion | None) -> str | None:
+    """Why `version` cannot be the next version number (None when it can)."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return f"--version-number {version!r} is not a positive integer; versions start at 1"
+    if previous is not None and version <= previous.number:
+        return (
+            f"--version-number {version} is not above the previous version {previous.number}; "
+            f"use {previous.number + 1} or leave it out"
+        )
+    return None
+
+
+def output_problem(target: Path) -> str | None:
+    """Why a version directory cannot be written at `target` (None when it can).
+
+    The check creates what is missing and writes a probe file, then removes both: only trying tells whether
+    a path is writable (permissions, read-only mounts, /proc), and the result must be known before the
+    minutes of generating and enforcing are spent.
+    """
+    if target.exists() and not target.is_dir():
+        return f"output {target} exists and is not a directory; give a new directory path"
+    if (target / contract.CODE_FILE).exists() or (target / contract.MANIFEST_FILE).exists():
+        return f"{target} already holds a version; versions are immutable, choose a new output directory"
+    created: list[Path] = []
+    try:
+        missing = [p for p in (target, *target.parents) if not p.exists()]
+        for directory in reversed(missing):
+            directory.mkdir()
+            created.append(directory)
+        fd, probe = tempfile.mkstemp(prefix=".poet-write-check-", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = exc.filename or target
+        return f"cannot write the output directory {target} ({where}: {exc.strerror or exc}); choose another"
+    finally:
+        for directory in reversed(created):
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+    return None
 
 
 def summarise(result: PoetResult) -> str:

@@ -23,6 +23,18 @@ from poet_operator.poet.generators.prompt import PromptContext, build_messages, 
 from poet_operator.spec import LLMSettings as SpecLLMSettings
 
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+# Without a `usage` block from the server, tokens are estimated at about four characters each (the usual
+# figure for English text and code with OpenAI tokenisers), so the token budget still binds.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count of `text` for servers that report no usage (at least 1 for non-empty text)."""
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def prompt_chars(messages: list[dict[str, str]]) -> str:
+    return "".join(str(m.get("content", "")) for m in messages)
 
 
 class LLMConfigError(ValueError):
@@ -150,6 +162,7 @@ class ChatReply:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    estimated: bool = False  # True when the server reported no usage and the counts are estimates
 
 
 class ChatClient:
@@ -174,11 +187,17 @@ class ChatClient:
         )
         text = response.choices[0].message.content or "" if response.choices else ""
         usage = response.usage
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        estimated = not isinstance(prompt, int) or not isinstance(completion, int)
+        if estimated:
+            prompt, completion = estimate_tokens(prompt_chars(messages)), estimate_tokens(text)
         return ChatReply(
             text=text,
-            prompt_tokens=int(usage.prompt_tokens) if usage else 0,
-            completion_tokens=int(usage.completion_tokens) if usage else 0,
+            prompt_tokens=int(prompt),
+            completion_tokens=int(completion),
             seconds=time.perf_counter() - started,
+            estimated=estimated,
         )
 
 
@@ -214,6 +233,7 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    tokens_estimated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +242,7 @@ class Attempt:
             "reasons": self.reasons,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "tokens_estimated": self.tokens_estimated,
             "seconds": round(self.seconds, 4),
         }
 
@@ -275,7 +296,13 @@ class LLMGenerator:
                     None, last_check, attempts, self.budget, failure=str(exc), messages=messages
                 )
             except openai.OpenAIError as exc:
-                attempt = Attempt(round_no, "error", [f"{type(exc).__name__}: {exc}"])
+                # A failed request still counts as a call; one that timed out was probably read by the
+                # server, so its prompt counts against the token budget too (estimated, no usage came back).
+                spent = estimate_tokens(prompt_chars(messages)) if _timed_out(exc) else 0
+                self.budget.record(spent, 0)
+                attempt = Attempt(
+                    round_no, "error", [f"{type(exc).__name__}: {exc}"], spent, tokens_estimated=spent > 0
+                )
                 self._note(attempts, attempt)
                 return LLMOutcome(
                     None,
@@ -299,6 +326,7 @@ class LLMGenerator:
                         reply.prompt_tokens,
                         reply.completion_tokens,
                         reply.seconds,
+                        reply.estimated,
                     ),
                 )
                 messages.append({"role": "user", "content": repair_message(reasons)})
@@ -314,6 +342,7 @@ class LLMGenerator:
                     reply.prompt_tokens,
                     reply.completion_tokens,
                     reply.seconds,
+                    reply.estimated,
                 ),
             )
             if last_check.passed:
@@ -334,3 +363,7 @@ class LLMGenerator:
         attempts.append(attempt)
         if self._on_attempt is not None:
             self._on_attempt(attempt)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, openai.APITimeoutError)

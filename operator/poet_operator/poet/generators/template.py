@@ -9,6 +9,8 @@ a dependency; it has no loops and no expressions beyond `not`, `and`, `or` over 
 
 from __future__ import annotations
 
+import ast
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +66,18 @@ _OPTIMIZE_COMMENTS = {
 
 class TemplateError(ValueError):
     """A template that cannot be rendered (unknown flag, unbalanced #@if); a bug in the template."""
+
+
+# Free text from a spec, feedback or lessons never enters generated code as text: values go in as Python
+# literals (repr) and comments or docstrings get this reduced form, which cannot end a comment or a string.
+_UNSAFE_TEXT_RE = re.compile(r"[^A-Za-z0-9_@.:<>/+=, -]")
+MAX_TEXT_CHARS = 120
+
+
+def safe_text(text: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` reduced to characters that are inert in a comment or docstring, on one line, at most `limit`."""
+    reduced = _UNSAFE_TEXT_RE.sub("_", str(text))
+    return reduced if len(reduced) <= limit else reduced[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -258,7 +272,9 @@ def constants_block(plan: TemplatePlan, choices: Choices) -> str:
             "# Train: remedies for feedback signatures; each is applied where the code says 'Train (...)'."
         )
         for signature, remedy in plan.remedies:
-            lines.append(f"#   {signature} -> {remedy}: {REMEDY_DESCRIPTIONS[Remedy(remedy)]}")
+            lines.append(
+                f"#   {safe_text(signature)} -> {Remedy(remedy).value}: {REMEDY_DESCRIPTIONS[Remedy(remedy)]}"
+            )
     lines.append(f"REMEDIES = {_literal(dict(plan.remedies))}")
     if plan.lessons:
         lines.append("# Train: lessons learned on other monitors whose conditions match this one.")
@@ -293,13 +309,47 @@ def render(plan: TemplatePlan) -> tuple[str, Choices]:
     source = resources.files(f"{TEMPLATE_PACKAGE}.{plan.spec.domain}").joinpath(f"{name}.py.tmpl")
     text = source.read_text(encoding="utf-8")
     kept = preprocess(text, choices.flags)
-    code = Template(kept).substitute(
-        model_literal=repr(plan.spec.model),
-        optimize_for=choices.optimize_for,
-        spec_hash_short=plan.spec_hash[:12],
-        constants=constants_block(plan, choices),
-    )
-    return _tidy(code), choices
+    texts = {
+        "model_label": safe_text(plan.spec.model, 60),
+        "optimize_for": safe_text(choices.optimize_for),
+        "spec_hash_short": safe_text(plan.spec_hash[:12]),
+    }
+    skeleton = _tidy(Template(kept).substitute(texts, constants=""))
+    code = _tidy(Template(kept).substitute(texts, constants=constants_block(plan, choices)))
+    check_structure(code, skeleton, {"MODEL", "SPEC_HASH", "REMEDIES", "LESSONS", *choices.constants})
+    return code, choices
+
+
+def check_structure(code: str, skeleton: str, constants: Iterable[str]) -> None:
+    """Refuse rendered code whose top level is not the template's plus one literal assignment per constant.
+
+    Values are written with repr and comments reduced by `safe_text`, so this never fires for a real spec;
+    it is the second line of defence that makes any text that escaped its literal a rendering error instead
+    of code that runs.
+    """
+    expected = set(constants)
+    try:
+        body = ast.parse(code).body
+        fixed = [ast.dump(node) for node in ast.parse(skeleton).body]
+    except SyntaxError as exc:
+        raise TemplateError(f"rendered code does not parse (line {exc.lineno}): {exc.msg}") from None
+    rest: list[str] = []
+    assigned: list[str] = []
+    for node in body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and target.id in expected:
+            try:
+                ast.literal_eval(node.value)
+            except ValueError:
+                raise TemplateError(f"constant {target.id} is not a literal") from None
+            assigned.append(target.id)
+        else:
+            rest.append(ast.dump(node))
+    if rest != fixed or sorted(assigned) != sorted(expected):
+        raise TemplateError(
+            "rendered code has top-level statements the template does not: a spec or feedback value "
+            "escaped its literal"
+        )
 
 
 class TemplateGenerator:
@@ -376,11 +426,16 @@ def _literal(value: Any, indent: int = 0, room: int = 90) -> str:
 
 
 def _plain(value: Any) -> Any:
+    """`value` as plain literals only: their repr is Python source that evaluates back to them."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError(f"{value!r} has no Python literal; the spec must give finite numbers")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TemplateError(f"a {type(value).__name__} cannot be written into generated code as a literal")
 
 
 def _tidy(code: str) -> str:

@@ -43,6 +43,17 @@ PROBE_TIMEOUT_SIGNATURE = "ProbeTimeout"
 SLOW_BATCH_SIGNATURE = "SlowBatch"
 
 
+# A signature is an identifier, never prose: characters outside this set are replaced, so a signature can be
+# shown in a comment, a log line or a prompt without starting a new line or closing a string.
+_SIGNATURE_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_@.:<>-]")
+MAX_SIGNATURE_CHARS = 160
+
+
+def clean_signature(text: object) -> str:
+    """`text` as a signature: only letters, digits and `_@.:<>-` (others become `_`), at most 160 chars."""
+    return _SIGNATURE_UNSAFE_RE.sub("_", str(text).strip())[:MAX_SIGNATURE_CHARS]
+
+
 class FeedbackError(ValueError):
     """A feedback record or file that cannot be understood; the message says which field and what to do."""
 
@@ -59,6 +70,10 @@ class Feedback:
     signature: str
     version: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every record, however built, carries a clean signature (frozen, hence object.__setattr__).
+        object.__setattr__(self, "signature", clean_signature(self.signature))
 
     @property
     def data_profile(self) -> dict[str, Any] | None:
@@ -87,7 +102,7 @@ class Feedback:
             evidence = data.get("evidence") or {}
             if not isinstance(evidence, Mapping):
                 raise FeedbackError("feedback field 'evidence' must be an object (termination_message, ...)")
-            signature = str(data["signature"]).strip()
+            signature = clean_signature(data["signature"])
             if not signature:
                 raise FeedbackError("feedback field 'signature' is empty; give e.g. 'KeyError@monitor.py:f'")
             return cls(source, signature, _version(data.get("version")), dict(evidence))
@@ -119,7 +134,7 @@ def normalise_signature(exception_type: str, location: str | None = None) -> str
     """
     exc = exception_type.strip().rsplit(".", 1)[-1] or "Error"
     if not location:
-        return exc
+        return clean_signature(exc)
     loc = location.strip()
     if ":" in loc:
         file_part, func = loc.rsplit(":", 1)
@@ -127,7 +142,7 @@ def normalise_signature(exception_type: str, location: str | None = None) -> str
     else:
         file_part, func = loc, ""
     file_part = file_part.replace("\\", "/").rsplit("/", 1)[-1]
-    return f"{exc}@{file_part}:{func}" if func else f"{exc}@{file_part}"
+    return clean_signature(f"{exc}@{file_part}:{func}" if func else f"{exc}@{file_part}")
 
 
 def parse_traceback(text: str) -> tuple[str | None, str | None, str]:
@@ -219,7 +234,8 @@ def feedback_from_termination_message(
         evidence["message"] = msg
     if signature and "@" not in str(signature) and exc_type and location:
         signature = None  # a bare type from the runtime; add the location we found
-    signature = str(signature) if signature else normalise_signature(exc_type or "UnknownError", location)
+    signature = clean_signature(signature) if signature else ""
+    signature = signature or normalise_signature(str(exc_type or "UnknownError"), location)
     source_value = record.get("source")
     source = parse_source(source_value) if source_value else FeedbackSource.CRASH
     return Feedback(source, signature, version, evidence)
@@ -242,6 +258,10 @@ def load_feedback_file(path: str | Path) -> list[Feedback]:
         raw = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise FeedbackError(f"cannot read feedback file {file}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise FeedbackError(
+            f"feedback file {file} is not UTF-8 text (byte {exc.start}); write the JSON record as UTF-8"
+        ) from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError:

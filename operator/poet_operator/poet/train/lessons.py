@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poet_operator.poet.train.feedback import clean_signature
 from poet_operator.poet.train.remedies import Remedy
 from poet_operator.spec import MonitorSpec
 
@@ -36,6 +37,9 @@ class Lesson:
     remedy: str
     conditions: dict[str, Any]
     evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signature", clean_signature(self.signature))
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -117,17 +121,32 @@ class LessonStore:
         file = Path(path)
         if not file.exists():
             return cls(path=file)
+        if not file.is_file():
+            raise LessonStoreError(f"lessons file {file} is not a file; give the path of a lessons JSON file")
         try:
-            data = json.loads(file.read_text(encoding="utf-8") or "{}")
+            text = file.read_text(encoding="utf-8")
+            data = json.loads(text) if text.strip() else {"lessons": []}
         except json.JSONDecodeError as exc:
             raise LessonStoreError(
                 f"lessons file {file} is not JSON (line {exc.lineno}): {exc.msg}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise LessonStoreError(f"lessons file {file} is not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise LessonStoreError(f"cannot read lessons file {file}: {exc.strerror or exc}") from None
-        entries = data.get("lessons", []) if isinstance(data, dict) else data
+        if isinstance(data, dict) and "lessons" not in data:
+            # Another JSON file given by mistake must not be read as an empty store and later overwritten.
+            keys = ", ".join(sorted(map(str, data))[:5]) or "none"
+            raise LessonStoreError(
+                f"{file} is not a lessons file: it has no 'lessons' list (its keys: {keys}); "
+                "give a lessons file written by poetmon, or a path that does not exist yet to start one"
+            )
+        entries = data["lessons"] if isinstance(data, dict) else data
         if not isinstance(entries, list):
             raise LessonStoreError(f"lessons file {file}: 'lessons' must be a list")
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                raise LessonStoreError(f"{file} lesson {index}: must be an object with signature, remedy")
         return cls(
             [Lesson.from_dict(e, where=f"{file} lesson {i}") for i, e in enumerate(entries)], path=file
         )

@@ -206,6 +206,8 @@ def read_manifest(directory: str | os.PathLike[str]) -> VersionManifest:
         ) from None
     except OSError as exc:
         raise ContractError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ContractError(f"{path} is not UTF-8 text; write the manifest as UTF-8 JSON") from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:

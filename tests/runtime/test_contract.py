@@ -208,3 +208,13 @@ def test_non_dict_results_and_json_objects() -> None:
     assert "not strict JSON" in contract.json_object_problems({"a": float("nan")}, "state()")[0]
     with pytest.raises(contract.ContractError, match="detect_drift broke the result schema"):
         contract.check_drift_result({})
+
+
+def test_a_manifest_that_is_not_utf8_is_a_contract_error(tmp_path) -> None:
+    import pytest
+
+    from monitor_runtime import contract
+
+    (tmp_path / contract.MANIFEST_FILE).write_bytes(b"\xff\xfe{}")
+    with pytest.raises(contract.ContractError, match="not UTF-8"):
+        contract.read_manifest(tmp_path)

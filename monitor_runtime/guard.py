@@ -3,8 +3,10 @@
 Defense in depth behind the static policy: whatever the policy misses, the interpreter itself refuses.
 `install()` registers the hook once per process (audit hooks cannot be removed); checks apply only while
 the caller is *restricted*: inside `with restricted():` (the runtime wraps each call into the monitor) or
-for the rest of the process after `activate()` (the enforce sandbox child). Restriction is tracked in a
-context variable, so a server thread that is not running monitor code keeps its sockets.
+for the rest of the process after `activate()` (the enforce sandbox child). Restriction is tracked per
+thread, so a server thread that is not running monitor code keeps its sockets. The hook's state (policy,
+restricted threads, the process-wide switch, the record of refusals) lives in closures that restricted code
+cannot rebind, and the module itself is read-only once loaded.
 
 While restricted the hook refuses: opening any file for writing, reading files outside the allowed roots
 (the interpreter and installed packages), sockets, subprocesses, `os.system`/`exec*`/`fork`/`kill`,
@@ -17,12 +19,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import contextvars
 import os
 import site
 import sys
 import sysconfig
 import threading
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +58,8 @@ REFUSED_EVENTS = (
     "signal.pthread_kill", "sys.remote_exec", "_posixsubprocess.", "os.setsid",
 )
 # fmt: on
-_REFUSED_EXACT = frozenset(e for e in REFUSED_EVENTS if not e.endswith("."))
-_REFUSED_PREFIXES = tuple(e for e in REFUSED_EVENTS if e.endswith("."))
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+MAX_RECORDED_VIOLATIONS = 1000
 
 
 class GuardViolation(PermissionError):
@@ -101,159 +102,214 @@ def default_read_roots(extra: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(sorted({os.path.realpath(p) for p in candidates if p}))
 
 
-_restricted: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "poet_monitor_guard_restricted", default=False
-)
-_state_lock = threading.Lock()
-_policy: GuardPolicy | None = None
-_process_wide = False
-MAX_RECORDED_VIOLATIONS = 1000
-_violations: collections.deque[dict[str, str]] = collections.deque(maxlen=MAX_RECORDED_VIOLATIONS)
-_violation_count = 0
-_in_hook = threading.local()
-
-
 def _describe(args: tuple[Any, ...]) -> str:
     text = ", ".join(repr(a) for a in args[:3])
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _refuse(event: str, detail: str, reason: str) -> None:
-    global _violation_count
-    with _state_lock:
-        _violations.append({"event": event, "detail": detail, "reason": reason})
-        _violation_count += 1
-    raise GuardViolation(event, detail, reason)
+def _build_guard() -> types.SimpleNamespace:
+    """Create the hook and its controls around state that only these closures hold.
 
-
-def _check_open(policy: GuardPolicy, args: tuple[Any, ...]) -> None:
-    path, mode, flags = (*args, None, None, None)[:3]
-    if isinstance(path, int):
-        _refuse("open", repr(path), "opening file descriptors is not allowed")
-    writing = bool(mode and any(c in str(mode) for c in "wax+")) or bool(
-        isinstance(flags, int) and flags & _WRITE_FLAGS
-    )
-    detail = os.fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else repr(path)
-    if writing:
-        _refuse("open", detail, "writing files is not allowed")
-    resolved = os.path.realpath(detail)
-    if not policy.may_read(resolved):
-        _refuse("open", detail, "reading files outside the interpreter and installed packages is not allowed")
-
-
-def _check_listing(policy: GuardPolicy, event: str, args: tuple[Any, ...]) -> None:
-    path = args[0] if args else "."
-    if isinstance(path, int):
-        return
-    detail = os.fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else repr(path)
-    if not policy.may_read(os.path.realpath(detail)):
-        _refuse(
-            event, detail, "listing directories outside the interpreter and installed packages is not allowed"
-        )
-
-
-def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if not (_process_wide or _restricted.get()):
-        return
-    if getattr(_in_hook, "active", False):  # realpath and friends must not re-enter the checks
-        return
-    policy = _policy
-    if policy is None:
-        return
-    _in_hook.active = True
-    try:
-        if event == "open":
-            _check_open(policy, args)
-        elif event in ("os.listdir", "os.scandir"):
-            _check_listing(policy, event, args)
-        elif event == "import":
-            module = str(args[0]) if args else ""
-            if not policy.may_import(module):
-                _refuse(event, module, f"importing {module!r} is not allowed for monitor code")
-        elif event in _REFUSED_EXACT or event.startswith(_REFUSED_PREFIXES):
-            _refuse(event, _describe(args), "file, process, network and native-code access is not allowed")
-    finally:
-        _in_hook.active = False
-
-
-def install(
-    *,
-    read_roots: Iterable[str] | None = None,
-    extra_read_paths: Iterable[str] = (),
-    import_allow: Iterable[str] | None = None,
-) -> GuardPolicy:
-    """Register the audit hook (once per process) with a policy; returns the policy in force.
-
-    Calling again replaces the policy, except from restricted code, which may not loosen its own guard.
+    Why closures and not module globals: restricted code that reaches this module (through a gadget the
+    static policy missed) could rebind a global such as a policy or an "is active" flag and switch the hook
+    off. Closure cells cannot be rebound by name, and the hook reads nothing else that is mutable from
+    outside: every helper and library function it calls is bound here, once, at import time.
     """
-    global _policy
-    if is_restricted():
-        _refuse("guard.install", "", "restricted code may not change the guard policy")
-    roots = tuple(os.path.realpath(p) for p in read_roots) if read_roots is not None else ()
-    policy = GuardPolicy(
-        read_roots=tuple(
-            sorted(set(roots or default_read_roots()) | {os.path.realpath(p) for p in extra_read_paths})
-        ),
-        import_allow=tuple(import_allow) if import_allow is not None else RUNTIME_IMPORT_ALLOW,
-    )
-    with _state_lock:
-        first = _policy is None
-        _policy = policy
-    if first:
-        # Restricted code cannot write bytecode caches; not trying avoids refusals nobody asked for.
+    realpath = os.path.realpath
+    fsdecode = os.fsdecode
+    get_ident = threading.get_ident
+    refused_exact = frozenset(e for e in REFUSED_EVENTS if not e.endswith("."))
+    refused_prefixes = tuple(e for e in REFUSED_EVENTS if e.endswith("."))
+    write_flags = _WRITE_FLAGS
+    describe = _describe
+    may_read = GuardPolicy.may_read  # bound once: rebinding the class attribute later changes nothing here
+    may_import = GuardPolicy.may_import
+    violation_type = GuardViolation
+    lock = threading.Lock()
+    policy_cell: list[GuardPolicy | None] = [None]
+    process_wide = [False]
+    depth: dict[int, int] = {}  # thread id -> nesting depth of `restricted()` on that thread
+    recorded: collections.deque[dict[str, str]] = collections.deque(maxlen=MAX_RECORDED_VIOLATIONS)
+    counter = [0]
+    in_hook = threading.local()
+    hook_added = [False]
+
+    def is_restricted() -> bool:
+        return process_wide[0] or depth.get(get_ident(), 0) > 0
+
+    def refuse(event: str, detail: str, reason: str) -> None:
+        with lock:
+            recorded.append({"event": event, "detail": detail, "reason": reason})
+            counter[0] += 1
+        raise violation_type(event, detail, reason)
+
+    def check_open(policy: GuardPolicy, args: tuple[Any, ...]) -> None:
+        path, mode, flags = (*args, None, None, None)[:3]
+        if isinstance(path, int):
+            refuse("open", repr(path), "opening file descriptors is not allowed")
+        writing = bool(mode and any(c in str(mode) for c in "wax+")) or bool(
+            isinstance(flags, int) and flags & write_flags
+        )
+        detail = fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else repr(path)
+        if writing:
+            refuse("open", detail, "writing files is not allowed")
+        if not may_read(policy, realpath(detail)):
+            refuse(
+                "open", detail, "reading files outside the interpreter and installed packages is not allowed"
+            )
+
+    def check_listing(policy: GuardPolicy, event: str, args: tuple[Any, ...]) -> None:
+        path = args[0] if args else "."
+        if isinstance(path, int):
+            return
+        detail = fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else repr(path)
+        if not may_read(policy, realpath(detail)):
+            refuse(
+                event,
+                detail,
+                "listing directories outside the interpreter and installed packages is not allowed",
+            )
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if not (process_wide[0] or depth.get(get_ident(), 0) > 0):
+            return
+        if getattr(in_hook, "active", False):  # realpath and friends must not re-enter the checks
+            return
+        policy = policy_cell[0]
+        in_hook.active = True
+        try:
+            if policy is None:  # restricted without a policy cannot happen through the API; refuse all
+                refuse(event, describe(args), "the guard has no policy; nothing is allowed")
+            if event == "open":
+                check_open(policy, args)
+            elif event in ("os.listdir", "os.scandir"):
+                check_listing(policy, event, args)
+            elif event == "import":
+                module = str(args[0]) if args else ""
+                if not may_import(policy, module):
+                    refuse(event, module, f"importing {module!r} is not allowed for monitor code")
+            elif event in refused_exact or event.startswith(refused_prefixes):
+                refuse(event, describe(args), "file, process, network and native-code access is not allowed")
+        finally:
+            in_hook.active = False
+
+    def install(
+        *,
+        read_roots: Iterable[str] | None = None,
+        extra_read_paths: Iterable[str] = (),
+        import_allow: Iterable[str] | None = None,
+    ) -> GuardPolicy:
+        """Register the audit hook (once per process) with a policy; returns the policy in force.
+
+        Calling again replaces the policy, except from restricted code, which may not loosen its own guard.
+        """
+        if is_restricted():
+            refuse("guard.install", "", "restricted code may not change the guard policy")
+        roots = tuple(realpath(p) for p in read_roots) if read_roots is not None else ()
+        policy = GuardPolicy(
+            read_roots=tuple(
+                sorted(set(roots or default_read_roots()) | {realpath(p) for p in extra_read_paths})
+            ),
+            import_allow=tuple(import_allow) if import_allow is not None else RUNTIME_IMPORT_ALLOW,
+        )
+        with lock:
+            policy_cell[0] = policy
+            first = not hook_added[0]
+            hook_added[0] = True
+        if first:
+            # Restricted code cannot write bytecode caches; not trying avoids refusals nobody asked for.
+            sys.dont_write_bytecode = True
+            sys.addaudithook(hook)
+        return policy
+
+    def is_installed() -> bool:
+        """True once `install()` has registered the hook in this process."""
+        return hook_added[0]
+
+    @contextlib.contextmanager
+    def restricted() -> Iterator[None]:
+        """Run the block under the guard on this thread (installs the default policy when none is yet)."""
+        if not hook_added[0]:
+            install()
+        ident = get_ident()
+        with lock:
+            depth[ident] = depth.get(ident, 0) + 1
+        try:
+            yield
+        finally:
+            with lock:
+                left = depth[ident] - 1
+                if left:
+                    depth[ident] = left
+                else:
+                    del depth[ident]
+
+    def activate() -> None:
+        """Restrict the whole process from now on; irreversible (for sandbox processes)."""
+        if not hook_added[0]:
+            install()
+        # Compiled bytecode caches would be writes; imports from here on use the sources or existing caches.
         sys.dont_write_bytecode = True
-        sys.addaudithook(_hook)
-    return policy
+        process_wide[0] = True
+
+    def violations() -> list[dict[str, str]]:
+        """The most recent refused actions (event, detail, reason), oldest first; at most 1000 are kept."""
+        with lock:
+            return [dict(v) for v in recorded]
+
+    def violation_count() -> int:
+        """How many actions have been refused in this process, including those no longer kept."""
+        return counter[0]
+
+    def violations_since(count: int) -> list[dict[str, str]]:
+        """The refusals recorded after `violation_count()` returned `count` (as many as are still kept)."""
+        with lock:
+            new = min(counter[0] - count, len(recorded))
+            return [dict(v) for v in list(recorded)[len(recorded) - new :]] if new > 0 else []
+
+    def current_policy() -> GuardPolicy | None:
+        """The policy in force (immutable), or None before `install()`."""
+        return policy_cell[0]
+
+    is_restricted.__doc__ = "True when the current thread runs under the guard."
+    return types.SimpleNamespace(
+        install=install,
+        is_installed=is_installed,
+        is_restricted=is_restricted,
+        restricted=restricted,
+        activate=activate,
+        violations=violations,
+        violation_count=violation_count,
+        violations_since=violations_since,
+        current_policy=current_policy,
+    )
 
 
-def is_installed() -> bool:
-    """True once `install()` has registered the hook in this process."""
-    return _policy is not None
+_guard = _build_guard()
+install = _guard.install
+is_installed = _guard.is_installed
+is_restricted = _guard.is_restricted
+restricted = _guard.restricted
+activate = _guard.activate
+violations = _guard.violations
+violation_count = _guard.violation_count
+violations_since = _guard.violations_since
+current_policy = _guard.current_policy
+del _guard
 
 
-def is_restricted() -> bool:
-    """True when the current context runs under the guard."""
-    return _process_wide or _restricted.get()
+class _SealedModule(types.ModuleType):
+    """This module's type: its names cannot be rebound or deleted once it is loaded.
 
+    The hook does not depend on module names (its state is in closures), but trusted callers look up
+    `restricted`, `install` and friends here; sealing keeps restricted code from swapping them.
+    """
 
-@contextlib.contextmanager
-def restricted() -> Iterator[None]:
-    """Run the block under the guard (installs the default policy when none is installed yet)."""
-    if _policy is None:
-        install()
-    token = _restricted.set(True)
-    try:
-        yield
-    finally:
-        _restricted.reset(token)
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be rebound")
 
-
-def activate() -> None:
-    """Restrict the whole process from now on; irreversible (for sandbox processes)."""
-    global _process_wide
-    if _policy is None:
-        install()
-    # Compiled bytecode caches would be writes; imports from here on use the sources or existing caches.
-    sys.dont_write_bytecode = True
-    _process_wide = True
-
-
-def violations() -> list[dict[str, str]]:
-    """The most recent refused actions (event, detail, reason), oldest first; at most 1000 are kept."""
-    with _state_lock:
-        return [dict(v) for v in _violations]
-
-
-def violation_count() -> int:
-    """How many actions have been refused in this process, including those no longer kept."""
-    return _violation_count
-
-
-def violations_since(count: int) -> list[dict[str, str]]:
-    """The refusals recorded after `violation_count()` returned `count` (as many as are still kept)."""
-    with _state_lock:
-        new = min(_violation_count - count, len(_violations))
-        return [dict(v) for v in list(_violations)[len(_violations) - new :]] if new > 0 else []
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be deleted")
 
 
 __all__ = [
@@ -262,6 +318,7 @@ __all__ = [
     "GuardPolicy",
     "GuardViolation",
     "activate",
+    "current_policy",
     "default_read_roots",
     "install",
     "is_installed",
@@ -271,3 +328,5 @@ __all__ = [
     "violations",
     "violations_since",
 ]
+
+sys.modules[__name__].__class__ = _SealedModule

@@ -54,6 +54,11 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("import numpy.ctypeslib", "import numpy.linalg"),
         ("from monitor_runtime import guard", "from monitor_runtime import toolkit"),
         ("import importlib", "import functools"),
+        # Modules hidden as attributes of allowed modules may not be imported by name either.
+        ("from dataclasses import sys", "from dataclasses import field"),
+        ("from typing import sys", "from typing import Any"),
+        ("from numpy import ma", "from numpy import linalg"),
+        ("from dataclasses import inspect", "from dataclasses import dataclass"),
     ],
     "relative-import": [("from . import toolkit", "from monitor_runtime import toolkit")],
     "wildcard-import": [("from math import *", "from math import sqrt")],
@@ -73,7 +78,31 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("y = getattr(len, '__self__')", "y = getattr(len, 'name', None)"),
         ("name = 'x'\ny = getattr(len, name)", "y = getattr(len, 'x', None)"),
         ("setattr(len, '__doc__x__', 1)", "d = {}\nd['x'] = 1"),
-        ("import numpy as np\nf = getattr(np, 'save')", "import numpy as np\nf = getattr(np, 'mean')"),
+        ("import numpy as np\nf = getattr(np, 'save')", "import numpy as np\nf = np.mean"),
+        # getattr & co as values: their arguments would escape the checks on direct calls.
+        ("_g = getattr", "_g = len"),
+        ("x = list(map(getattr, [()], ['real']))", "x = list(map(len, [()]))"),
+        (
+            "import functools\nx = functools.reduce(getattr, ['real'], 1)",
+            "import functools\nx = functools.reduce(max, [1], 1)",
+        ),
+        (
+            "import functools\np = functools.partial(setattr, len)",
+            "import functools\np = functools.partial(max, 1)",
+        ),
+        ("t = type", "t = int"),
+        ("s = super", "s = int"),
+        ("setattr(len, '_policy', None)", "class A:\n    pass\nsetattr(A, 'policy', None)"),
+        (
+            "class A:\n    def f(self):\n        setattr(self, '_x', 1)",
+            "class A:\n    def f(self):\n        self._x = 1",
+        ),
+        (
+            "y = getattr(len, '_x', None)",
+            "class A:\n    def f(self):\n        return getattr(self, '_x', None)",
+        ),
+        ("y = getattr(len, 'environ', None)", "y = getattr(len, 'environment', None)"),
+        ("X = type('X', (), {})", "X = type(1)"),
     ],
     "dunder-attribute": [
         ("x = ().__class__.__bases__", "x = type(())"),
@@ -101,12 +130,26 @@ CASES: dict[str, list[tuple[str, str]]] = {
             "class C:\n    def __reduce__(self):\n        return ()",
             "class C:\n    def __eq__(self, other):\n        return True",
         ),
+        ("class M(type):\n    pass", "class M(object):\n    pass"),
+        ("class A(metaclass=len):\n    pass", "class A(object):\n    pass"),
     ],
     "forbidden-attribute": [
         ("import numpy as np\np = np.zeros(3).ctypes", "import numpy as np\np = np.zeros(3).shape"),
+        (
+            "import numpy as np\np = np.random.default_rng(0).bit_generator.cffi",
+            "import numpy as np\np = np.random.default_rng(0).bit_generator.state",
+        ),
         ("import numpy as np\nnp.zeros(3).tofile", "import numpy as np\nnp.zeros(3).tolist"),
         ("def f(tb):\n    return tb.tb_frame", "def f(tb):\n    return tb.tb_lineno"),
         ("def f(toolkit):\n    toolkit.set_event_sink(None)", "def f(toolkit):\n    toolkit.emit('x')"),
+        ("import dataclasses\ns = dataclasses.sys", "import dataclasses\ns = dataclasses.field"),
+        ("import typing\ns = typing.sys", "import typing\ns = typing.Any"),
+        ("import statistics\ns = statistics.sys", "import statistics\ns = statistics.mean"),
+        ("def f(o):\n    return o.environ", "def f(o):\n    return o.environment"),
+        ("def f(o):\n    return o.modules", "def f(o):\n    return o.module"),
+        ("def f(o):\n    return o.os.getpid", "def f(o):\n    return o.ok"),
+        ("def f(o):\n    return o.builtins", "def f(o):\n    return o.builtin"),
+        ("match 1:\n    case int(environ=y):\n        pass", "match 1:\n    case int(real=y):\n        pass"),
     ],
     "forbidden-module-member": [
         ("import numpy as np\nnp.save('x', np.zeros(1))", "import numpy as np\nnp.sum(np.zeros(1))"),
@@ -116,10 +159,65 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("import numpy as np\nm = np.memmap", "import numpy as np\nm = np.array"),
         ("import numpy as np\nc = np._core", "import numpy as np\nc = np.linalg"),
         ("from scipy.stats import _stats_py", "from scipy.stats import ks_2samp"),
+        # Attribute chains from a module may not reach a module that is not itself allowed.
+        ("import numpy as np\nc = np.ma.masked", "import numpy as np\nc = np.linalg.norm"),
+        ("from scipy import stats\nd = stats.distributions", "from scipy import stats\nd = stats.norm"),
+        ("import typing\nh = typing.get_type_hints", "import typing\nh = typing.cast"),
+        (
+            "import dataclasses\nm = dataclasses.make_dataclass",
+            "import dataclasses\nm = dataclasses.dataclass",
+        ),
+        ("import numpy as np\nnp.seterrcall(print)", "import numpy as np\nnp.seterr(all='ignore')"),
+        # Patching a shared module would change what the contract checks themselves compute.
+        ("import math\nmath.isclose = max", "import math\nclose = math.isclose"),
+        ("import numpy as np\nnp.random.seed = len", "import numpy as np\nseed = np.random.seed"),
+        ("import math\ndel math.pi", "import math\npi = math.pi"),
+        (
+            "from monitor_runtime import toolkit\ntoolkit.emit = print",
+            "from monitor_runtime import toolkit\ne = toolkit.emit",
+        ),
     ],
     "format-dunder": [
         ("s = '{0.__class__}'.format(1)", "s = '{0.real}'.format(1)"),
         ("s = '{x.__init__.__globals__}'", "s = '{x}'"),
+        # A format string built at run time hides the dunder from the literal check.
+        ("s = ('{0.' + '__class__.__mro__}').format(1)", "s = ('{0.' + 'real}') + '{0.real}'.format(1)"),
+        ("f = '{0.real}'\ns = f.format(1)", "s = '{0.real}'.format(1)"),
+        ("s = str.format('{}', 1)", "s = '{}'.format(1)"),
+        ("f = '{x}'\ns = f.format_map({'x': 1})", "s = '{x}'.format_map({'x': 1})"),
+    ],
+    "module-alias": [
+        ("import numpy as np\n_n = np\n_n.mean([1])", "import numpy as np\n_n = np.mean\n_n([1])"),
+        ("import numpy as np\nx = [np][0].mean", "import numpy as np\nx = [np.mean][0]"),
+        (
+            "import numpy as np\ndef f(m=np):\n    return m",
+            "import numpy as np\ndef f(m=np.mean):\n    return m",
+        ),
+        (
+            "import numpy as np\ndef f(np):\n    return 1",
+            "import numpy as np\ndef f(arr):\n    return np.asarray(arr)",
+        ),
+        ("from scipy import stats\nstats = 1", "from scipy import stats\nstat = stats.norm"),
+        ("import numpy as np\nx = (np,)", "from monitor_runtime import toolkit\nx = (toolkit,)"),
+        ("from numpy import random\nr = random", "from numpy import random\nr = random.default_rng"),
+    ],
+    "private-attribute": [
+        ("def f(x):\n    return x._exit", "class A:\n    def f(self):\n        return self._exit"),
+        (
+            "class A:\n    def f(self, other):\n        return other._x",
+            "class A:\n    def f(self, other):\n        return super()._x",
+        ),
+        ("match 1:\n    case int(_x=y):\n        pass", "match 1:\n    case int(real=y):\n        pass"),
+    ],
+    "dunder-key": [
+        ("d = {'__getattr__': len}", "d = {'getattr': len}"),
+        ("d = dict(__del__=len)", "d = dict(delete=len)"),
+    ],
+    "string-annotation": [
+        ("def f(x: 'int') -> int:\n    return x", "def f(x: int) -> int:\n    return x"),
+        ("def f(x) -> 'int':\n    return x", "def f(x) -> int:\n    return x"),
+        ("x: 'list[int]' = []", "x: list[int] = []"),
+        ("def f(x: list['int']):\n    return x", "def f(x: list[int]):\n    return x"),
     ],
 }
 

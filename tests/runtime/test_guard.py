@@ -146,3 +146,66 @@ def test_policy_paths_and_modules() -> None:
     assert policy.may_read("/opt/lib/x.py") and policy.may_read("/opt/lib")
     assert not policy.may_read("/opt/library/x.py")
     assert policy.may_import("numpy.linalg") and not policy.may_import("numpyx")
+
+
+def test_restricted_code_cannot_switch_off_the_guard(tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    legacy = ("_policy", "_process_wide", "_hook")
+    try:
+        with guard.restricted():
+            module = sys.modules["monitor_runtime.guard"]
+            with pytest.raises(AttributeError, match="read-only"):
+                module._policy = None  # what used to make the hook return early
+            with pytest.raises(AttributeError, match="read-only"):
+                del module.restricted
+            # Around the read-only module: its namespace holds nothing the hook reads.
+            vars(module).update(dict.fromkeys(legacy))
+            with pytest.raises(guard.GuardViolation):
+                open(target, "w")  # noqa: SIM115
+    finally:
+        for name in legacy:
+            vars(guard).pop(name, None)
+    assert not target.exists()
+
+
+def test_a_fresh_context_or_a_rebound_policy_method_is_still_restricted(tmp_path: Path) -> None:
+    import contextvars
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    original = guard.GuardPolicy.may_read
+    try:
+        with guard.restricted():
+            # An empty context used to reset the restriction, which lived in a context variable.
+            with pytest.raises(guard.GuardViolation):
+                contextvars.Context().run(secret.read_text)
+            guard.GuardPolicy.may_read = lambda self, path: True  # type: ignore[method-assign]
+            with pytest.raises(guard.GuardViolation):
+                secret.read_text()
+    finally:
+        guard.GuardPolicy.may_read = original  # type: ignore[method-assign]
+
+
+def test_the_runtime_host_keeps_the_guard_on_against_monitor_code(tmp_path: Path) -> None:
+    from monitor_runtime.server.guarding import guard_factory
+    from monitor_runtime.server.host import MonitorHost
+
+    target = tmp_path / "escaped.txt"
+
+    class Hostile:
+        def detect_drift(self) -> str:
+            module = sys.modules["monitor_runtime.guard"]
+            with contextlib.suppress(AttributeError):
+                module._policy = None
+            with open(target, "w") as handle:
+                handle.write("escaped")
+            return "wrote"
+
+    host = MonitorHost(Hostile(), guard=guard_factory())
+    try:
+        with pytest.raises(guard.GuardViolation, match="writing files is not allowed"):
+            host.call_blocking("detect_drift")
+    finally:
+        host.close()
+    assert not target.exists()
+    assert not guard.is_restricted()  # the worker thread's restriction did not leak to this one

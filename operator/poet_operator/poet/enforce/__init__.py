@@ -77,6 +77,16 @@ def enforce_code(
             code, spec_dict, scenarios, limits=limits, toolkit=toolkit, network_isolation=network_isolation
         )
         checks.extend(outcome.checks)
+        if not any(c.phase == "sandbox" for c in outcome.checks):
+            # Passing needs evidence: a run that reported nothing proves nothing.
+            checks.append(
+                Check(
+                    name="sandbox",
+                    phase="sandbox",
+                    passed=False,
+                    evidence=("the sandbox reported no checks at all; nothing was shown to work",),
+                )
+            )
         timings["sandbox"] = outcome.seconds
         sandbox_summary = outcome.summary()
         guard_violations = outcome.guard_violations

@@ -123,10 +123,13 @@ class EnforceReport:
             iso = (
                 "fresh network namespace" if self.sandbox.get("networkIsolation") else "no network namespace"
             )
+            if "pidIsolation" in self.sandbox:
+                iso += ", fresh PID namespace" if self.sandbox["pidIsolation"] else ", no PID namespace"
             note = self.sandbox.get("isolationNote")
+            isolated = self.sandbox.get("networkIsolation") and self.sandbox.get("pidIsolation", True)
             lines.append(
                 f"sandbox: {self.sandbox.get('termination', 'not run')}, {iso}"
-                + (f" ({note})" if note and not self.sandbox.get("networkIsolation") else "")
+                + (f" ({note})" if note and not isolated else "")
             )
         if self.timings:
             lines.append("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))

@@ -1,9 +1,16 @@
 """Run generated code in a separate, limited process: the operator process never imports generated code.
 
 The child (`sandbox_child.py`) runs as `python -I -B` with an empty environment, an empty working directory,
-CPU-time, address-space and file-size rlimits, a wall-clock timeout enforced here, the audit-hook guard
-active before the generated module is imported, and, where the kernel allows it, a fresh network namespace
-(`unshare -n`). Results come back as JSON lines on the child's stdout.
+CPU-time, address-space, file-size and process-count rlimits, a wall-clock timeout enforced here, the
+audit-hook guard active before the generated module is imported, and, where the kernel allows it, fresh
+network and PID namespaces (`unshare -n -p -f`): every process the code might start dies with the sandbox.
+The child's whole process group is killed when it ends, whatever the outcome.
+
+Results come back as JSON lines on a private copy of the child's stdout, each carrying a random token of this
+run that the child keeps away from the generated code. The parent knows which checks it asked for (the
+import, then every scenario's construction and steps) and fails any that is missing, duplicated, unknown or
+not marked with the token: code that forges results or ends the process early cannot pass. stdout and stderr
+are read as streams into bounded buffers; a child that writes past the byte caps is killed and fails.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ import functools
 import json
 import os
 import pickle
+import secrets
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +39,13 @@ from poet_operator.poet.enforce.scenarios import Scenario
 
 CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
 MAX_STDERR_TAIL = 4000
+#: The child's result channel: a few KiB per check is plenty; past this the child is killed.
+MAX_RESULT_BYTES = 16 << 20
+#: The child's stderr (the code's prints are already cut at 64 KiB by the child; raw writes are not).
+MAX_STDERR_BYTES = 4 << 20
+_READ_CHUNK = 65536
+_DRAIN_SECONDS = 5.0  # after the child ends, how long its pipes may stay open before we stop reading
+INTEGRITY_CHECK = "sandbox:integrity"
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,8 @@ class SandboxLimits:
     cpu_seconds: int = 60
     wall_seconds: float = 120.0
     memory_bytes: int = 2 << 30
+    result_bytes: int = MAX_RESULT_BYTES
+    stderr_bytes: int = MAX_STDERR_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also what the child reads from argv)."""
@@ -45,6 +64,8 @@ class SandboxLimits:
             "cpu_seconds": self.cpu_seconds,
             "wall_seconds": self.wall_seconds,
             "memory_bytes": self.memory_bytes,
+            "result_bytes": self.result_bytes,
+            "stderr_bytes": self.stderr_bytes,
         }
 
 
@@ -54,9 +75,12 @@ class SandboxOutcome:
 
     checks: list[Check] = field(default_factory=list)
     guard_violations: list[dict[str, Any]] = field(default_factory=list)
-    termination: str = "completed"  # completed | cpu_limit | wall_timeout | memory_limit | killed | crashed
+    # completed | cpu_limit | wall_timeout | memory_limit | output_limit | killed | crashed
+    termination: str = "completed"
     returncode: int | None = None
     network_isolation: bool = False
+    pid_isolation: bool = False
+    process_limit: str = ""
     isolation_note: str = ""
     stderr_tail: str = ""
     seconds: float = 0.0
@@ -68,26 +92,40 @@ class SandboxOutcome:
             "termination": self.termination,
             "returncode": self.returncode,
             "networkIsolation": self.network_isolation,
+            "pidIsolation": self.pid_isolation,
+            "processLimit": self.process_limit,
             "isolationNote": self.isolation_note,
             "limits": dict(self.limits),
             "stderrTail": self.stderr_tail,
         }
 
 
+def _probe_unshare(flags: Sequence[str], what: str, fallback: str) -> tuple[bool, str]:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False, f"unshare not found; {fallback}"
+    try:
+        probe = subprocess.run([unshare, *flags, "--", "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return False, f"unshare {' '.join(flags)} failed to start ({exc}); {fallback}"
+    if probe.returncode != 0:
+        reason = probe.stderr.decode("utf-8", errors="replace").strip() or f"exit {probe.returncode}"
+        return False, f"unshare {' '.join(flags)} is not permitted here ({reason}); {fallback}"
+    return True, f"fresh {what} namespace (unshare {' '.join(flags)})"
+
+
 @functools.lru_cache(maxsize=1)
 def network_namespace_support() -> tuple[bool, str]:
     """Whether `unshare -n` works here (tried once per process) and why not when it does not."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return False, "unshare not found; the audit hook still refuses sockets"
-    try:
-        probe = subprocess.run([unshare, "-n", "--", "true"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return False, f"unshare -n failed to start ({exc}); the audit hook still refuses sockets"
-    if probe.returncode != 0:
-        reason = probe.stderr.decode("utf-8", errors="replace").strip() or f"exit {probe.returncode}"
-        return False, f"unshare -n is not permitted here ({reason}); the audit hook still refuses sockets"
-    return True, "fresh network namespace (unshare -n)"
+    return _probe_unshare(["-n"], "network", "the audit hook still refuses sockets")
+
+
+@functools.lru_cache(maxsize=1)
+def pid_namespace_support() -> tuple[bool, str]:
+    """Whether `unshare -p -f` works here (tried once per process) and why not when it does not."""
+    return _probe_unshare(
+        ["-p", "-f"], "PID", "the audit hook refuses new processes and the process group is killed"
+    )
 
 
 def _child_env() -> dict[str, str]:
@@ -102,8 +140,118 @@ def _child_env() -> dict[str, str]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def isolated_command(command: Sequence[str], *, network: bool, pids: bool) -> list[str]:
+    """`command` wrapped in `unshare` for fresh network and/or PID namespaces (unchanged when neither).
+
+    In a PID namespace a shell is the namespace's init: the kernel does not deliver default-action signals
+    (SIGXCPU, the CPU limit's SIGKILL) to PID 1 from inside, so the child must not be PID 1. The shell
+    reports a signal death as 128+N, which `_returncode` maps back. When the init shell exits, the kernel
+    kills every process left in the namespace, including ones that left the process group (`setsid`).
+    """
+    wrapped = list(command)
+    if pids:
+        wrapped = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *wrapped]
+    flags = (["-n"] if network else []) + (["-p", "-f"] if pids else [])
+    if flags:
+        wrapped = [shutil.which("unshare") or "unshare", *flags, "--", *wrapped]
+    return wrapped
+
+
+def expected_checks(scenarios: Sequence[Scenario]) -> list[tuple[str, str | None, str]]:
+    """Every check a complete run reports, in order: (name, scenario, call); call is import or construct."""
+    expected: list[tuple[str, str | None, str]] = [("import", None, "import")]
+    for scenario in scenarios:
+        expected.append((f"{scenario.name}/construct", scenario.name, "construct"))
+        for index, step in enumerate(scenario.steps, start=1):
+            expected.append((f"{scenario.name}/{index}:{step.call}", scenario.name, step.call))
+    return expected
+
+
+@dataclass
+class _Streams:
+    """What was read from the child: the result channel (bounded) and the tail of stderr."""
+
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr_tail: bytearray = field(default_factory=bytearray)
+    stderr_total: int = 0
+    overflow: str = ""  # which stream passed its cap, with the count
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has ended, without reaping it: its pid stays reserved, so the group kill that
+    follows cannot reach a process that reused the number."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _feed_stdin(proc: subprocess.Popen[bytes], payload: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):  # a child that dies before reading its payload closes the pipe
+        proc.stdin.write(payload)
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+
+
+def _pump(proc: subprocess.Popen[bytes], payload: bytes, limits: SandboxLimits) -> tuple[_Streams, bool]:
+    """Feed the payload and read both pipes until they close, the wall clock runs out or a cap is passed.
+
+    Hand-written because `communicate()` buffers everything the child writes; here stdout is capped, only a
+    tail of stderr is kept, and the child is killed the moment either passes its cap. Returns the streams and
+    whether the wall-clock limit stopped the child.
+    """
+    assert proc.stdout is not None and proc.stderr is not None
+    streams = _Streams()
+    writer = threading.Thread(target=_feed_stdin, args=(proc, payload), daemon=True)
+    writer.start()
+    deadline = time.monotonic() + limits.wall_seconds
+    drain_deadline: float | None = None
+    timed_out = False
+    keep = MAX_STDERR_TAIL * 4
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        while selector.get_map():
+            now = time.monotonic()
+            if drain_deadline is None and _exited(proc):
+                # The child is gone: anything it left behind dies now, and its pipes get a short grace.
+                _kill_group(proc)
+                drain_deadline = now + _DRAIN_SECONDS
+            limit = deadline if drain_deadline is None else min(deadline, drain_deadline)
+            if now >= limit:
+                timed_out = drain_deadline is None
+                break
+            # Short waits so a child that exits while a grandchild holds the pipes is noticed promptly.
+            for key, _ in selector.select(min(limit - now, 0.25)):
+                chunk = os.read(key.fd, _READ_CHUNK)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                if key.data == "stdout":
+                    streams.stdout += chunk
+                    if len(streams.stdout) > limits.result_bytes:
+                        streams.overflow = f"the result channel passed {limits.result_bytes} bytes"
+                else:
+                    streams.stderr_total += len(chunk)
+                    streams.stderr_tail += chunk
+                    del streams.stderr_tail[:-keep]
+                    if streams.stderr_total > limits.stderr_bytes:
+                        streams.overflow = f"stderr passed {limits.stderr_bytes} bytes"
+            if streams.overflow:
+                break
+    _kill_group(proc)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    if proc.poll() is None:  # the group kill reaches it unless it left the group; then kill it directly
+        proc.kill()
+        proc.wait()
+    writer.join(timeout=5)
+    return streams, timed_out
 
 
 def run_sandbox(
@@ -118,15 +266,19 @@ def run_sandbox(
     """Run `code` against `scenarios` in a limited child process; never raises for anything the code does.
 
     `network_isolation=None` uses a network namespace when available; False forces it off (tests use this to
-    show the audit hook alone refuses sockets).
+    show the audit hook alone refuses sockets). A PID namespace is used whenever available.
     """
     limits = limits or SandboxLimits()
     available, note = network_namespace_support()
     use_netns = available if network_isolation is None else (network_isolation and available)
     if network_isolation is False:
-        note = "disabled by the caller; the audit hook still refuses sockets"
+        note = "network namespace disabled by the caller; the audit hook still refuses sockets"
+    use_pidns, pid_note = pid_namespace_support()
+    token = secrets.token_hex(16)
     payload = pickle.dumps(
         {
+            # First, so the child's stdin buffer has long moved past it when the generated code runs.
+            "token": token,
             "code": code,
             "spec": json.loads(json.dumps(dict(spec))),
             "scenarios": [s.to_payload() for s in scenarios],
@@ -135,9 +287,13 @@ def run_sandbox(
         protocol=pickle.HIGHEST_PROTOCOL,
     )
     command = [sys.executable, "-I", "-B", str(CHILD_SCRIPT), json.dumps(limits.to_dict())]
-    if use_netns:
-        command = [shutil.which("unshare") or "unshare", "-n", "--", *command]
-    outcome = SandboxOutcome(network_isolation=use_netns, isolation_note=note, limits=limits.to_dict())
+    command = isolated_command(command, network=use_netns, pids=use_pidns)
+    outcome = SandboxOutcome(
+        network_isolation=use_netns,
+        pid_isolation=use_pidns,
+        isolation_note=f"{note}; {pid_note}",
+        limits=limits.to_dict(),
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poet-sandbox-") as workdir:
         proc = subprocess.Popen(
@@ -147,64 +303,191 @@ def run_sandbox(
             stderr=subprocess.PIPE,
             cwd=workdir,
             env=_child_env(),
-            start_new_session=True,  # one process group, so a timeout kills everything the child started
+            start_new_session=True,  # one process group, killed as a whole when the run ends
         )
-        timed_out = False
         try:
-            stdout, stderr = proc.communicate(payload, timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            stdout, stderr = proc.communicate()
+            streams, timed_out = _pump(proc, payload, limits)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
                 proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                with contextlib.suppress(OSError):
+                    pipe.close()  # type: ignore[union-attr]
     outcome.seconds = time.perf_counter() - started
-    outcome.returncode = proc.returncode
-    stderr_text = stderr.decode("utf-8", errors="replace")
+    outcome.returncode = _returncode(proc.returncode, via_shell=use_pidns)
+    stderr_text = bytes(streams.stderr_tail).decode("utf-8", errors="replace")
     outcome.stderr_tail = stderr_text[-MAX_STDERR_TAIL:]
-    _collect(outcome, stdout, stderr_text, timed_out=timed_out, limits=limits)
+    _collect(
+        outcome,
+        bytes(streams.stdout),
+        stderr_text,
+        timed_out=timed_out,
+        overflow=streams.overflow,
+        limits=limits,
+        token=token,
+        expected=expected_checks(scenarios),
+    )
     return outcome
 
 
-def _collect(
-    outcome: SandboxOutcome, stdout: bytes, stderr: str, *, timed_out: bool, limits: SandboxLimits
-) -> None:
-    """Turn the child's JSON lines and exit status into checks, including one for an unfinished run."""
+def _returncode(code: int | None, *, via_shell: bool) -> int | None:
+    """The child's status as Popen reports it (-N for a signal), undoing the init shell's 128+N."""
+    if via_shell and code is not None and 128 < code < 128 + signal.NSIG:
+        return -(code - 128)
+    return code
+
+
+@dataclass
+class _Parsed:
+    checks: list[Check] = field(default_factory=list)
     running: str | None = None
-    done = False
-    stopped = None
-    for raw in stdout.decode("utf-8", errors="replace").splitlines():
+    done: bool = False
+    stopped: str | None = None
+    process_limit: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def _parse_results(stdout: bytes, token: str, *, cut_short: bool) -> tuple[_Parsed, list[dict[str, Any]]]:
+    """Read the result lines; anything without this run's token, after `done`, or malformed is a problem."""
+    parsed = _Parsed()
+    guard_violations: list[dict[str, Any]] = []
+    lines = stdout.split(b"\n")
+    for number, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        last = number == len(lines) - 1  # no newline after it: written last, maybe cut by a kill
         try:
             record = json.loads(raw)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if not (last and cut_short):
+                parsed.problems.append(
+                    f"the result channel carried a line that is not a result: {raw[:120]!r}"
+                )
+            continue
+        if not isinstance(record, dict) or record.get("token") != token:
+            parsed.problems.append(
+                f"a result line without this run's token (not written by the sandbox): {raw[:160]!r}"
+            )
+            continue
+        if parsed.done:
+            parsed.problems.append(f"a result line after the final record: {raw[:160]!r}")
+            continue
         kind = record.get("kind")
-        if kind == "start":
-            running = record.get("name")
+        if kind == "ready":
+            parsed.process_limit = str(record.get("process_limit", ""))
+        elif kind == "start":
+            parsed.running = str(record.get("name"))
         elif kind == "check":
-            running = None
-            outcome.checks.append(
+            parsed.running = None
+            parsed.checks.append(
                 Check(
                     name=str(record["name"]),
                     phase="sandbox",
-                    passed=bool(record["passed"]),
+                    passed=record.get("passed") is True,
                     seconds=float(record.get("seconds", 0.0)),
                     evidence=tuple(str(e) for e in record.get("evidence", ())),
                     scenario=record.get("scenario"),
                 )
             )
         elif kind == "done":
-            done = True
-            stopped = record.get("stopped")
-            outcome.guard_violations = list(record.get("guard_violations", ()))
+            parsed.done = True
+            parsed.stopped = record.get("stopped")
+            guard_violations = list(record.get("guard_violations", ()))
+    return parsed, guard_violations
+
+
+def _coverage_problems(
+    checks: Sequence[Check], expected: Sequence[tuple[str, str | None, str]], *, stopped_early: bool
+) -> list[str]:
+    """Checks that are duplicated, unknown, or missing without an earlier failure that explains it.
+
+    A check may be missing only because the run stopped at a failure: the import failed (nothing else
+    runs), a scenario's construction failed (its steps do not run), an `update_reference_window` step
+    failed (the rest of its scenario does not run), or the run was stopped at a failing check.
+    """
+    problems: list[str] = []
+    known = {name for name, _, _ in expected}
+    seen: dict[str, Check] = {}
+    for check in checks:
+        if check.name in seen:
+            problems.append(f"check {check.name!r} was reported more than once")
+        elif check.name not in known:
+            problems.append(f"check {check.name!r} was reported but never asked for")
+        seen.setdefault(check.name, check)
+    if stopped_early:
+        return problems
+    missing: list[str] = []
+    skip_scenario: str | None = None
+    for name, scenario, call in expected:
+        if scenario is not None and scenario == skip_scenario:
+            continue
+        check = seen.get(name)
+        if check is None:
+            missing.append(name)
+            continue
+        if not check.passed:
+            if call == "import":
+                break
+            if call in ("construct", "update_reference_window"):
+                skip_scenario = scenario
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        problems.append(
+            f"{len(missing)} of {len(expected)} expected checks were never reported: {shown}; "
+            "the code ended the run early or interfered with the result channel"
+        )
+    return problems
+
+
+def _collect(
+    outcome: SandboxOutcome,
+    stdout: bytes,
+    stderr: str,
+    *,
+    timed_out: bool,
+    limits: SandboxLimits,
+    token: str,
+    expected: Sequence[tuple[str, str | None, str]],
+    overflow: str = "",
+) -> None:
+    """Turn the child's result lines and exit status into checks; any gap or forgery is a failed check."""
     code = outcome.returncode
-    if done and code == 0:
+    cut_short = bool(timed_out or overflow or code != 0)
+    parsed, outcome.guard_violations = _parse_results(stdout, token, cut_short=cut_short)
+    outcome.checks.extend(parsed.checks)
+    outcome.process_limit = parsed.process_limit
+    clean_end = parsed.done and code == 0 and not overflow and not timed_out
+    if clean_end:
         # The child stops by itself after a MemoryError; the failing check already carries the evidence.
-        outcome.termination = "memory_limit" if stopped == "memory_limit" else "completed"
-        return
-    if timed_out:
+        outcome.termination = "memory_limit" if parsed.stopped == "memory_limit" else "completed"
+    else:
+        outcome.checks.append(
+            _termination_check(outcome, stderr, timed_out, overflow, limits, parsed.running)
+        )
+    # A run that did not end cleanly already failed with the reason; checks it never reached are explained.
+    explained = not clean_end or (parsed.stopped is not None and any(not c.passed for c in parsed.checks))
+    problems = parsed.problems + _coverage_problems(parsed.checks, expected, stopped_early=explained)
+    if problems:
+        outcome.checks.append(
+            Check(name=INTEGRITY_CHECK, phase="sandbox", passed=False, evidence=tuple(problems[:20]))
+        )
+
+
+def _termination_check(
+    outcome: SandboxOutcome,
+    stderr: str,
+    timed_out: bool,
+    overflow: str,
+    limits: SandboxLimits,
+    running: str | None,
+) -> Check:
+    """The failed check for a run that did not end cleanly, named after the step that was running."""
+    code = outcome.returncode
+    if overflow:
+        outcome.termination = "output_limit"
+        reason = f"killed because {overflow}; monitor code must not flood its output"
+    elif timed_out:
         outcome.termination = "wall_timeout"
         reason = f"stopped after the wall-clock limit of {limits.wall_seconds:g} s"
     elif code == -signal.SIGXCPU:
@@ -219,20 +502,28 @@ def _collect(
     else:
         outcome.termination = "crashed"
         last = stderr.strip().splitlines()[-1:] if stderr.strip() else []
-        reason = f"the sandbox process ended with exit status {code}" + (f": {last[0]}" if last else "")
+        reason = f"the sandbox process ended with exit status {code}" + (f": {last[0][:300]}" if last else "")
     evidence = [reason]
     tail = stderr.strip()[-1500:]
     if tail:
         evidence.append("stderr tail:\n" + tail)
-    outcome.checks.append(
-        Check(
-            name=running or "sandbox",
-            phase="sandbox",
-            passed=False,
-            seconds=outcome.seconds,
-            evidence=tuple(evidence),
-        )
+    return Check(
+        name=running or "sandbox",
+        phase="sandbox",
+        passed=False,
+        seconds=outcome.seconds,
+        evidence=tuple(evidence),
     )
 
 
-__all__ = ["CHILD_SCRIPT", "SandboxLimits", "SandboxOutcome", "network_namespace_support", "run_sandbox"]
+__all__ = [
+    "CHILD_SCRIPT",
+    "INTEGRITY_CHECK",
+    "SandboxLimits",
+    "SandboxOutcome",
+    "expected_checks",
+    "isolated_command",
+    "network_namespace_support",
+    "pid_namespace_support",
+    "run_sandbox",
+]

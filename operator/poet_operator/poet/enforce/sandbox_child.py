@@ -2,8 +2,10 @@
 
 Started by `sandbox.py` as `python -I -B sandbox_child.py` with resource limits already set. It reads one
 pickled payload from stdin (code, spec, scenarios; written by the trusted parent), imports everything it
-trusts, installs and activates the guard, and only then runs the generated code. Results go to the original
-stdout as one JSON object per line; the generated code's own prints go to stderr.
+trusts, installs and activates the guard, and only then runs the generated code. Results go to a private
+copy of the original stdout as one JSON object per line, each marked with the run's token from the payload
+(held only in the reporter's closure, never in a module global); the generated code's own prints go to
+stderr.
 
 This file runs as a script, not as part of `poet_operator`, so the child never imports the operator.
 """
@@ -76,12 +78,27 @@ class _BoundedStream(io.TextIOBase):
 
 
 class _Reporter:
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    """Writes result lines; the fd and the run's token live in the closure of `send`, not on the object."""
 
-    def send(self, **record: Any) -> None:
-        line = json.dumps(record, default=repr, allow_nan=False) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+    def __init__(self, fd: int, token: str) -> None:
+        write, dumps = os.write, json.dumps
+
+        def send(**record: Any) -> None:
+            record["token"] = token
+            write(fd, (dumps(record, default=repr, allow_nan=False) + "\n").encode("utf-8"))
+
+        self.send = send
+
+
+def _limit_processes() -> str:
+    """Forbid new processes and threads (RLIMIT_NPROC 0) and say whether the kernel will enforce it."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    except (ValueError, OSError) as exc:
+        return f"RLIMIT_NPROC could not be set ({exc})"
+    if os.getuid() == 0:
+        return "RLIMIT_NPROC=0 set but not enforced for root; the guard and the PID namespace stop processes"
+    return "RLIMIT_NPROC=0: no new processes or threads"
 
 
 def _copy_data(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -242,19 +259,22 @@ class _OutOfMemory(Exception):
 
 def main() -> int:
     payload = pickle.load(sys.stdin.buffer)
+    token = str(payload.pop("token", ""))
     # Keep the result channel private: fd 1 becomes stderr, so prints cannot forge result lines.
     result_fd = os.dup(1)
     os.dup2(2, 1)
     stream = _BoundedStream(2)
     sys.stdout = sys.stderr = stream  # type: ignore[assignment]
-    reporter = _Reporter(result_fd)
+    reporter = _Reporter(result_fd, token)
+    del token
 
     toolkit = importlib.import_module(payload.get("toolkit", "monitor_runtime.toolkit"))
     read_roots = list(guard.default_read_roots(payload.get("extra_read_paths", ())))
     read_roots.append(os.path.dirname(os.path.abspath(__file__)))
+    process_limit = _limit_processes()
     guard.install(read_roots=read_roots)
     guard.activate()
-    reporter.send(kind="ready", guard=True)
+    reporter.send(kind="ready", guard=True, process_limit=process_limit)
 
     stopped = None
     try:

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick bench-runtime bench-generator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ bench-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/drift_bench.py
+
+bench-runtime: $(STAMP)
+	$(PY) bench/runtime_bench.py
+
+bench-generator: $(STAMP)
+	$(PY) bench/generator_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

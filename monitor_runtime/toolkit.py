@@ -7,7 +7,9 @@ without a sink, events are dropped. `clock()` gives monotonic seconds for latenc
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -78,3 +80,16 @@ __all__ = [
     "set_event_sink",
     "sliding_ks",
 ]
+
+
+class _SealedModule(types.ModuleType):
+    """The toolkit's type: generated code receives this module and must not patch it for others."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be rebound")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be deleted")
+
+
+sys.modules[__name__].__class__ = _SealedModule

@@ -87,3 +87,19 @@ def test_bounded_windows_feed_the_drift_engine(storage: str) -> None:
                 (result["features"]["x"]["drift_detected"], result["features"]["c"]["drift_detected"])
             )
     assert verdicts == [(False, False), (False, False), (True, False), (True, False)]
+
+
+def test_generated_code_cannot_patch_the_toolkit_for_others() -> None:
+    import pytest
+
+    from monitor_runtime import toolkit
+
+    with pytest.raises(AttributeError, match="read-only"):
+        toolkit.detect_drift = lambda *a, **k: {}
+    with pytest.raises(AttributeError, match="read-only"):
+        del toolkit.emit
+    seen = []
+    toolkit.set_event_sink(lambda kind, details: seen.append(kind))  # the module's own setters still work
+    toolkit.emit("checked")
+    toolkit.set_event_sink(None)
+    assert seen == ["checked"]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -47,9 +48,14 @@ class Runtime:
         self.idle = asyncio.Event()
         self.idle.set()
         self.spec_kinds = _spec_kinds(spec)
+        self.declared_features = _declared_names(spec)
         self.reference_kinds: dict[str, str] = {}
+        # Unknown column names accepted so far (capped by `max_unknown_columns`).
+        self.unknown_columns: set[str] = set()
+        self.last_batch_timestamp: str | float | None = None
         self.distributions = DistributionTracker(window_rows=max(1, evaluator.plan.size))
         evaluator.on_reference = self.note_reference
+        evaluator.max_columns = len(self.spec_kinds) + settings.max_unknown_columns
         evaluator.on_evaluated = self.distributions.add_current
 
     def schema(self, *, reference: bool = False) -> Schema:
@@ -61,12 +67,54 @@ class Runtime:
             max_rows=self.settings.max_batch_rows if not reference else 10**9,
         )
 
+    def admit_columns(self, batch: Batch) -> None:
+        """Refuse a batch that would take the set of unknown column names past the cap; else note them.
+
+        Runs on the event loop between parse and ingest, so concurrent requests cannot both slip past.
+        """
+        known = self.spec_kinds.keys() | self.reference_kinds.keys()
+        new = [name for name in batch.columns if name not in known and name not in self.unknown_columns]
+        if not new:
+            return
+        cap = self.settings.max_unknown_columns
+        room = cap - len(self.unknown_columns)
+        if len(new) > room:
+            name = new[max(room, 0)]
+            raise BadRequest(
+                f"column {name!r}: this monitor already accepted {len(self.unknown_columns)} columns outside "
+                f"its spec and reference (the limit is {cap}); send only known columns, declare new ones in "
+                "the spec, or raise POET_MAX_UNKNOWN_COLUMNS",
+                column=name,
+                limit=cap,
+                kind="too_many_columns",
+            )
+        self.unknown_columns.update(new)
+
+    def check_reference(self, batch: Batch) -> None:
+        """Refuse (422) a reference no drift test can use, before it reaches the monitor."""
+        need = self.settings.min_reference_rows
+        if batch.n_rows < need:
+            raise BadRequest(
+                f"reference has {batch.n_rows} rows; at least {need} are needed: send a larger sample",
+                status=422,
+                rows=batch.n_rows,
+                limit=need,
+            )
+        if self.declared_features and not self.declared_features & batch.columns.keys():
+            raise BadRequest(
+                f"reference has none of the declared features {sorted(self.declared_features)[:20]} "
+                f"(got {sorted(batch.columns)[:20]}): send the model's feature columns",
+                status=422,
+            )
+
     def note_reference(self, columns: Mapping[str, np.ndarray], n_rows: int) -> None:
         """Remember the reference's column kinds and bins (for type checks and the report page)."""
         self.reference_kinds = {
             name: CATEGORICAL if arr.dtype == object else NUMERIC for name, arr in columns.items()
         }
         self.distributions.set_reference(columns)
+        known = self.spec_kinds.keys() | self.reference_kinds.keys()
+        self.evaluator.max_columns = len(known) + self.settings.max_unknown_columns
 
     def report(self) -> dict[str, Any]:
         """The latest result in the drift-result format plus version, window, timing and failures."""
@@ -101,6 +149,8 @@ class Runtime:
                 "uptime_seconds": round(time.time() - self.started_at, 3),
             },
             "ingestion": {
+                "last_batch_timestamp": self.last_batch_timestamp,
+                "unknown_columns": len(self.unknown_columns),
                 "rows": ev.rows_ingested,
                 "batches": self.batches,
                 "rows_evaluated": ev.rows_evaluated,
@@ -122,6 +172,14 @@ _REPORT_CORE = frozenset(
         "window_config",
     }
 )
+
+
+def _declared_names(spec: Mapping[str, Any]) -> set[str]:
+    """Names of the spec's declared features, whatever their type."""
+    features = spec.get("features") or []
+    if isinstance(features, Mapping):
+        return {str(name) for name in features}
+    return {str(f["name"]) for f in features if isinstance(f, Mapping) and "name" in f}
 
 
 def _spec_kinds(spec: Mapping[str, Any]) -> dict[str, str]:
@@ -164,7 +222,43 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
                 limit=limit,
             )
         chunks.append(chunk)
-    return b"".join(chunks)
+    return _decode_content(b"".join(chunks), request.headers.get("Content-Encoding", ""), limit)
+
+
+def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo `Content-Encoding` (gzip or deflate) with the decoded size capped at `limit`.
+
+    The runtime decodes itself (the server runs with `auto_decompress=False`) so that a broken or
+    unsupported encoding gets the same JSON 4xx as any other bad body, and a small compressed body cannot
+    expand past the size limit.
+    """
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise BadRequest(
+            f"unsupported Content-Encoding {coding!r}: send the body uncompressed, gzip or deflate",
+            status=415,
+            field="Content-Encoding",
+        )
+    wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
+    what = "gzip" if coding != "deflate" else "deflate (zlib)"
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {what}: {exc}", field="Content-Encoding") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise BadRequest(
+            f"decompressed body exceeds the limit of {limit} bytes: send smaller batches",
+            status=413,
+            limit=limit,
+        )
+    if not decoder.eof:
+        raise BadRequest(
+            f"body is not valid {what}: the compressed stream is truncated", field="Content-Encoding"
+        )
+    return out
 
 
 # Bodies above this size are parsed on a pool thread so probes and small batches are not held up; below
@@ -190,7 +284,10 @@ async def post_batch(request: web.Request) -> web.Response:
         raise BadRequest("the monitor is shutting down; retry against another replica", status=503)
     body = await _read_limited(request, rt.settings.max_body_bytes)
     batch = await _parse(body, request.content_type, rt.schema())
+    rt.admit_columns(batch)
     rt.evaluator.ingest(batch)
+    if batch.timestamp is not None:
+        rt.last_batch_timestamp = batch.timestamp
     rt.batches += 1
     rt.metrics.rows.inc(batch.n_rows)
     rt.metrics.batches.inc()
@@ -212,16 +309,18 @@ async def post_reference(request: web.Request) -> web.Response:
         raise BadRequest("the monitor is shutting down; retry against another replica", status=503)
     body = await _read_limited(request, rt.settings.max_reference_bytes)
     batch = await _parse(body, request.content_type, rt.schema(reference=True))
-    ok = await rt.evaluator.set_reference(batch.columns, batch.n_rows)
-    if not ok:
-        failure = rt.evaluator.last_failure or {}
+    rt.check_reference(batch)
+    refused = await rt.evaluator.set_reference(batch.columns, batch.n_rows)
+    if refused is not None:
+        rt.metrics.errors.labels("reference_rejected").inc()
         return web.json_response(
             {
-                "error": "the monitor code failed on this reference",
-                "signature": failure.get("signature"),
-                "message": failure.get("message"),
+                "error": f"the monitor refused this reference: {refused['message']}; the previous reference "
+                "stays in place",
+                "signature": refused.get("signature"),
+                "message": refused.get("message"),
             },
-            status=500,
+            status=422,
         )
     return web.json_response({"reference_rows": batch.n_rows, "columns": sorted(batch.columns)}, status=200)
 
@@ -303,13 +402,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except BadRequest as exc:
         kind = {413: "payload_too_large", 503: "overload"}.get(exc.status, "bad_request")
-        rt.metrics.errors.labels(kind).inc()
+        rt.metrics.errors.labels(exc.detail.pop("kind", kind)).inc()
         return web.json_response(exc.body(), status=exc.status)
     except web.HTTPException:
         raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as exc:
+        rt.metrics.errors.labels("internal").inc()
         rt.evaluator.log("http.internal_error", level="error", path=request.path, error=repr(exc)[:500])
         return web.json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
     finally:

@@ -96,12 +96,18 @@ def reference_from_first_window(spec: Mapping[str, Any]) -> bool:
 
 
 def concat_batches(
-    batches: list[Batch],
+    batches: list[Batch], max_columns: int | None = None
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
-    """Concatenate batches column-wise; a column missing from some batches is missing (NaN/None) there."""
+    """Concatenate batches column-wise; a column missing from some batches is missing (NaN/None) there.
+
+    Each column is dense over all rows, so the union of names is capped at `max_columns` (in order of
+    first appearance); ingestion already refuses batches past its own cap, this only bounds the cost.
+    """
     names: dict[str, None] = {}
     for b in batches:
         names.update(dict.fromkeys(b.columns))
+        if max_columns is not None and len(names) >= max_columns:
+            names = dict.fromkeys(list(names)[:max_columns])
     columns: dict[str, np.ndarray] = {}
     for name in names:
         parts = []
@@ -159,6 +165,8 @@ class Evaluator:
         self.pending_rows = 0
         self.max_pending = max(plan.size, plan.cadence_rows, self.reference_size) * 2
         self.max_pending = min(self.max_pending, settings.max_pending_rows)
+        # Set by the runtime: declared features plus the unknown-column cap.
+        self.max_columns: int | None = None
         self.has_reference = False
         self.reference_rows = 0
         self.latest: dict[str, Any] | None = None
@@ -170,6 +178,7 @@ class Evaluator:
         self.rows_in_last_evaluation = 0
         self.rows_ingested = 0
         self.rows_dropped = 0
+        self.references_refused = 0
         self.dirty = False
         self.fatal = False
         self._wake = asyncio.Event()
@@ -212,15 +221,27 @@ class Evaluator:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="poet-evaluator")
 
-    async def stop(self) -> None:
-        """Stop the task; an evaluation in progress finishes first."""
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Stop the task; an evaluation in progress finishes first, for at most `timeout` seconds.
+
+        False when the evaluation was still running at the deadline: it is abandoned on its thread (the
+        host is marked stuck, so nothing calls into the monitor again) and its rows are not reported.
+        """
         if self._task is None:
-            return
+            return True
         self._stopping = True
         self._stop_requested.set()
         self._wake.set()
-        await self._task
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            self.host.abandon()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+            return False
         self._task = None
+        return True
 
     async def _loop(self) -> None:
         interval = self.settings.max_evaluation_interval_s
@@ -259,7 +280,7 @@ class Evaluator:
         self._last_run = time.monotonic()
         if not batches:
             return
-        columns, preds, acts = concat_batches(batches)
+        columns, preds, acts = concat_batches(batches, self.max_columns)
         n_rows = sum(b.n_rows for b in batches)
         if not self.has_reference:
             # Exactly `reference_size` rows form the reference; the rest wait for the first evaluation
@@ -299,7 +320,7 @@ class Evaluator:
         await self._observe(self.on_evaluated, columns, n_rows)
         if isinstance(pred_result, Mapping):
             self.latest_predictions = dict(pred_result)
-            self.metrics.record_predictions(_flat_numbers(pred_result))
+            self.metrics.record_predictions(pred_result)
         for event in result.get("events") or []:
             if isinstance(event, Mapping):
                 self.log.poet_event(
@@ -315,10 +336,52 @@ class Evaluator:
         )
         self.dirty = True
 
-    async def set_reference(self, columns: dict[str, np.ndarray], n_rows: int) -> bool:
-        """Replace the reference (POST /v1/reference); False when the generated code failed on it."""
+    async def set_reference(self, columns: dict[str, np.ndarray], n_rows: int) -> dict[str, Any] | None:
+        """Replace the reference (POST /v1/reference); None when done, else why the monitor refused it.
+
+        The reference comes from a client, so the monitor raising on it is a bad request, not a failure
+        of the code: it does not count toward the crash thresholds, and the monitor's state from before
+        the call is put back. Only a call that never returns (the worker is lost) still ends the process.
+        """
         async with self._busy:
-            return await self._set_reference(columns, n_rows, bootstrap=False)
+            timeout = self.settings.max_evaluation_seconds
+            try:
+                before, _ = await self.host.call("state", timeout=timeout)
+            except EvaluationTimeout as exc:
+                await self._failed(exc, columns, n_rows, "state")
+                return {"message": str(exc), "signature": {"exception": "EvaluationTimeout"}}
+            except Exception:
+                before = None  # no way back; the attempt goes ahead all the same
+            try:
+                _, seconds = await self.host.call("update_reference_window", columns, timeout=timeout)
+            except EvaluationTimeout as exc:
+                await self._failed(exc, columns, n_rows, "update_reference_window")
+                return {"message": str(exc), "signature": {"exception": "EvaluationTimeout"}}
+            except Exception as exc:
+                refused = {
+                    "message": f"{type(exc).__name__}: {exc}"[:1000],
+                    "signature": exception_signature(exc),
+                }
+                self.references_refused += 1
+                self.log(
+                    "reference.refused",
+                    level="warning",
+                    signature=refused["signature"],
+                    error=refused["message"],
+                    traceback=format_traceback(exc),
+                    batch_profile=batch_profile(columns, n_rows),
+                )
+                if before is not None:
+                    await self._put_back(before)
+                return refused
+            await self._reference_set(columns, n_rows, seconds, bootstrap=False)
+            return None
+
+    async def _put_back(self, state: Any) -> None:
+        try:
+            await self.host.call("restore", state, timeout=self.settings.max_evaluation_seconds)
+        except Exception as exc:
+            self.log("reference.restore_failed", level="error", error=repr(exc)[:500])
 
     async def _set_reference(self, columns: dict[str, np.ndarray], n_rows: int, *, bootstrap: bool) -> bool:
         try:
@@ -329,6 +392,12 @@ class Evaluator:
             await self._failed(exc, columns, n_rows, "update_reference_window")
             return False
         self.tracker.record(True)
+        await self._reference_set(columns, n_rows, seconds, bootstrap=bootstrap)
+        return True
+
+    async def _reference_set(
+        self, columns: dict[str, np.ndarray], n_rows: int, seconds: float, *, bootstrap: bool
+    ) -> None:
         await self._observe(self.on_reference, columns, n_rows)
         self.has_reference = True
         self.reference_rows = n_rows
@@ -339,7 +408,6 @@ class Evaluator:
             source="first_window" if bootstrap else "api",
             seconds=round(seconds, 6),
         )
-        return True
 
     async def _observe(
         self,
@@ -449,6 +517,8 @@ class Evaluator:
             self.pending_rows += batch.n_rows
         if self.latest:
             self.metrics.record_result(self.latest)
+        if isinstance(self.latest_predictions, Mapping):
+            self.metrics.record_predictions(self.latest_predictions)
         self.metrics.pending_rows.set(self.pending_rows)
 
 
@@ -459,14 +529,3 @@ def _check_result(result: Any) -> None:
         )
     if not isinstance(result.get("features"), Mapping):
         raise ContractViolation("monitor_features result has no 'features' mapping")
-
-
-def _flat_numbers(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flat_numbers(value, name + "_"))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out

@@ -60,6 +60,10 @@ class MonitorHost:
             self.stuck = True
             raise EvaluationTimeout(method, timeout) from None
 
+    def abandon(self) -> None:
+        """Give up on the call in progress (shutdown deadline): nothing calls into the monitor again."""
+        self.stuck = True
+
     def call_blocking(self, method: str, *args: Any) -> tuple[Any, float]:
         """The same call from synchronous code (startup and shutdown)."""
         return self._executor.submit(self._invoke, method, args).result()

@@ -6,6 +6,7 @@ touches runtime state, so a rejected request leaves everything as it was.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -35,6 +36,7 @@ ACTUAL_COLUMN = "_actual"
 _JSON_KEYS = frozenset({"columns", "rows", "predictions", "actuals", "timestamp"})
 _NUMERIC_TYPES = frozenset({int, float, bool})
 _NONE = type(None)
+_MAX_FLOAT_INT = int(np.finfo(np.float64).max)
 
 
 class BadRequest(Exception):
@@ -87,6 +89,8 @@ def parse_body(body: bytes, content_type: str, schema: Schema) -> Batch:
         batch = _parse_ndjson(body, schema)
     elif ctype in ("text/csv", "application/csv"):
         batch = _parse_csv(body, schema)
+    elif ctype in ("text/tab-separated-values", "text/tsv"):
+        batch = _parse_csv(body, schema, delimiter="\t")
     elif ctype in ("application/vnd.apache.arrow.stream", "application/vnd.apache.arrow.file"):
         batch = _parse_arrow(body, schema)
     else:
@@ -103,13 +107,28 @@ def parse_body(body: bytes, content_type: str, schema: Schema) -> Batch:
 
 def _fast_loads(body: bytes) -> Any:
     """orjson when installed; it rejects the bare NaN/Infinity tokens Python's json accepts, so those
-    bodies (and every malformed one, for the line/column message) take the standard-library path."""
+    bodies (and every malformed one, for the line/column message) take the standard-library path.
+
+    Nesting deeper than the parser allows and integers beyond Python's digit limit are client errors too.
+    """
     if orjson is not None:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest(
+            "JSON nested too deeply: send a flat object of columns or rows of scalar values"
+        ) from None
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            raise
+        # int() refuses integers with thousands of digits (a guard against quadratic conversion)
+        raise BadRequest(
+            "JSON number out of range: an integer has too many digits; send numbers within +-1.8e308"
+        ) from None
 
 
 def _loads(body: bytes, what: str) -> Any:
@@ -153,7 +172,13 @@ def _parse_json(body: bytes, schema: Schema) -> Batch:
                 )
     else:
         raw = _rows_to_columns(doc["rows"], "rows")
-    batch = _build_batch(raw, schema)
+    for reserved, key in ((PREDICTION_COLUMN, "predictions"), (ACTUAL_COLUMN, "actuals")):
+        if reserved in raw and key in doc:
+            raise BadRequest(
+                f"both the column {reserved!r} and the field {key!r} are given: send one of them",
+                column=reserved,
+            )
+    batch = _side_columns(raw, _build_batch(raw, schema))
     n = batch.n_rows
     if "predictions" in doc:
         batch.predictions = _side_array(doc["predictions"], "predictions", n)
@@ -200,17 +225,27 @@ def _side_array(values: Any, name: str, n_rows: int) -> np.ndarray:
 def _parse_ndjson(body: bytes, schema: Schema) -> Batch:
     # One decode of the whole body as a JSON array; blank lines or a bad line send it to the slow path,
     # which skips blanks and names the first bad line.
-    joined = b"[" + body.strip().replace(b"\r\n", b"\n").replace(b"\n", b",") + b"]"
-    try:
-        rows = _fast_loads(joined)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    # The joined parse also accepts `{...},{...}` on one line; a row count that differs from the line count
+    # sends the body to the line-by-line path, which names the offending line.
+    stripped = body.strip().replace(b"\r\n", b"\n")
+    rows: Any = None
+    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+        rows = _fast_loads(b"[" + stripped.replace(b"\n", b",") + b"]")
+    if not isinstance(rows, list) or len(rows) != stripped.count(b"\n") + 1:
         lines = [ln for ln in body.splitlines() if ln.strip()]
         try:
             rows = _fast_loads(b"[" + b",".join(lines) + b"]")
         except (json.JSONDecodeError, UnicodeDecodeError):
+            rows = None
+        if not isinstance(rows, list) or len(rows) != len(lines):
             for number, ln in enumerate(body.splitlines(), start=1):
                 if ln.strip():
-                    _loads(ln, f"NDJSON line {number}")
+                    line_doc = _loads(ln, f"NDJSON line {number}")
+                    if not isinstance(line_doc, dict):
+                        raise BadRequest(
+                            f"NDJSON line {number}: expected one JSON object, got {type(line_doc).__name__}",
+                            line=number,
+                        )
             raise BadRequest("malformed NDJSON: each line must be one JSON object") from None
     raw = _rows_to_columns(rows, "NDJSON lines")
     return _side_columns(raw, _build_batch(raw, schema))
@@ -290,10 +325,31 @@ def _column_array(name: str, values: Any, expected: str | None) -> np.ndarray:
         return _check_kind(name, arr.astype(object), CATEGORICAL, expected)
     if types <= _NUMERIC_TYPES | {_NONE}:
         # Python's json accepts bare NaN / Infinity tokens; they are floats, so they pass as numbers.
-        return _check_kind(name, np.array(values, dtype=np.float64), NUMERIC, expected)
+        try:
+            numbers = np.array(values, dtype=np.float64)
+        except OverflowError:
+            row = next(i for i, v in enumerate(values) if isinstance(v, int) and abs(v) > _MAX_FLOAT_INT)
+            raise BadRequest(
+                f"column {name!r} row {row}: number out of range (beyond a 64-bit float)",
+                column=name,
+                row=row,
+                expected="a number within +-1.8e308",
+            ) from None
+        return _check_kind(name, numbers, NUMERIC, expected)
     if types <= {str, _NONE}:
         return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
     row, value = _first_offender(values, types)
+    first = next((v for v in values if v is not None), None)
+    if isinstance(value, str) and isinstance(first, str) and expected != NUMERIC:
+        # The column starts with strings: the number is the odd one out, not the string.
+        row, value = next((i, v) for i, v in enumerate(values) if isinstance(v, int | float))
+        raise BadRequest(
+            f"column {name!r} row {row}: got the number {value!r} in a column of strings; "
+            f"send it as a string ({json.dumps(str(value))}) or null",
+            column=name,
+            row=row,
+            expected="string or null",
+        )
     if isinstance(value, str) and types & _NUMERIC_TYPES:
         hint = " (send null for a missing value, not a string)" if _looks_nan(value) else ""
         raise BadRequest(
@@ -369,15 +425,36 @@ _CSV_NULLS = frozenset(
 )
 # Set membership as a ufunc: numpy's loop calls the C method directly, no Python-level loop per cell.
 _is_csv_null = np.frompyfunc(_CSV_NULLS.__contains__, 1, 1)
+# Arrow's default boolean spellings ("0"/"1" alone make an integer column, as in Arrow).
+_CSV_BOOLS = {
+    "true": 1.0,
+    "True": 1.0,
+    "TRUE": 1.0,
+    "1": 1.0,
+    "false": 0.0,
+    "False": 0.0,
+    "FALSE": 0.0,
+    "0": 0.0,
+}
+_is_csv_bool = np.frompyfunc(_CSV_BOOLS.__contains__, 1, 1)
+_csv_bool_value = np.frompyfunc(_CSV_BOOLS.__getitem__, 1, 1)
 
 
-def _parse_csv(body: bytes, schema: Schema) -> Batch:
+def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
+    # Both readers accept a quote left open to the end of the body (the rest becomes one cell); quotes in
+    # a well-formed CSV come in pairs, so an odd count is a truncated or broken body.
+    if body.count(b'"') % 2:
+        raise BadRequest(
+            "malformed CSV: a quoted field is not terminated (odd number of double quotes); close the quote "
+            '(a cell holding a quote character is quoted, with the quote doubled: "5"" screen")'
+        )
     if pa is None or len(body) <= _SMALL_CSV_BYTES:
-        return _parse_csv_small(body, schema)
+        return _parse_csv_small(body, schema, delimiter)
     try:
         table = pa_csv.read_csv(
             io.BytesIO(body),
             read_options=pa_csv.ReadOptions(use_threads=False),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter),
             convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
         )
     except pa.ArrowInvalid as exc:
@@ -385,14 +462,18 @@ def _parse_csv(body: bytes, schema: Schema) -> Batch:
     return _from_table(table, schema, "CSV")
 
 
-def _parse_csv_small(body: bytes, schema: Schema) -> Batch:
-    """CSV through the standard library; cells are converted a column at a time by numpy."""
+def _parse_csv_small(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
+    """CSV through the standard library; cells are converted a column at a time by numpy.
+
+    Conversions match Arrow's reader (used for larger bodies): a leading byte-order mark is dropped, the
+    same cells are null, and a column of true/false words becomes 1.0/0.0.
+    """
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"CSV body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
-        rows = [r for r in csv.reader(io.StringIO(text)) if r]
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter, strict=True) if r]
     except csv.Error as exc:
         raise BadRequest(f"malformed CSV: {exc}") from None
     header, data = rows[0], rows[1:]
@@ -416,7 +497,13 @@ def _parse_csv_small(body: bytes, schema: Schema) -> Batch:
         null = _is_csv_null(arr).astype(bool)
         try:
             cols[name] = np.where(null, "nan", arr).astype(np.float64)
+            continue
         except ValueError:
+            pass
+        present = arr[~null]
+        if present.size and _is_csv_bool(present).astype(bool).all():
+            cols[name] = np.where(null, np.nan, _csv_bool_value(np.where(null, "0", arr)).astype(np.float64))
+        else:
             cols[name] = np.where(null, None, arr)
     return _finish_columns(cols, schema, "CSV")
 

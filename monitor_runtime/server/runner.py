@@ -155,7 +155,13 @@ class MonitorProcess:
             "generator": generator.get("kind", "") if isinstance(generator, Mapping) else str(generator),
             "code_sha256": manifest.get("codeSha256"),
         }
-        self.metrics = RuntimeMetrics(max_features=settings.max_metric_features, log=log)
+        predictions = spec.get("predictions") or {}
+        self.metrics = RuntimeMetrics(
+            max_features=settings.max_metric_features,
+            log=log,
+            classes=predictions.get("classes") if isinstance(predictions, Mapping) else None,
+            max_classes=settings.max_metric_classes,
+        )
         self.metrics.set_info(
             monitor=str(self.identity["monitor"]),
             model=str(self.identity["model"]),
@@ -222,6 +228,7 @@ class MonitorProcess:
                 "reference_kinds": self.runtime.reference_kinds,
                 "distributions": self.runtime.distributions,
                 "batches": self.runtime.batches,
+                "unknown_columns": sorted(self.runtime.unknown_columns),
             }
             loop = asyncio.get_running_loop()
             path = await loop.run_in_executor(None, ckpt.save_checkpoint, self.checkpoint_dir, state)
@@ -277,6 +284,7 @@ class MonitorProcess:
             self.runtime.distributions = state["distributions"]
             self.evaluator.on_evaluated = self.runtime.distributions.add_current
         self.runtime.batches = int(state.get("batches") or 0)
+        self.runtime.unknown_columns = set(state.get("unknown_columns") or ())
         self.log.poet_event(
             "runtime.resumed",
             saved_at=state.get("saved_at"),
@@ -300,7 +308,11 @@ class MonitorProcess:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self.resume()
         self._runner = web.AppRunner(
-            self.app, shutdown_timeout=self.settings.shutdown_grace_s, access_log=None
+            self.app,
+            shutdown_timeout=self.settings.shutdown_grace_s,
+            access_log=None,
+            # The app decodes Content-Encoding itself, with JSON errors and the decoded size capped.
+            auto_decompress=False,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -323,22 +335,46 @@ class MonitorProcess:
     async def wait(self) -> int:
         """Serve until SIGTERM/SIGINT, `stop()` or a crash, then shut down gracefully; the exit code."""
         await self.stop_event.wait()
-        # Readiness goes first, in-flight requests finish, then evaluation, then the last checkpoint.
+        # Readiness goes first, in-flight requests finish, then evaluation, then the last checkpoint; all of
+        # it within `shutdown_deadline_s`, so the pod is never killed mid-way by its grace period.
+        deadline = time.monotonic() + self.settings.shutdown_deadline_s
         self.runtime.shutting_down = True
         self.log("runtime.stopping", exit_code=self.exit_code)
         self._ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._ticker
-        await self._drain()
-        await self._runner.cleanup()
-        await self.evaluator.stop()
-        if not self.evaluator.host.stuck:  # a stuck worker would never answer state()
-            await self.checkpoint()
+        await self._drain(min(self.settings.shutdown_grace_s, _left(deadline)))
+        try:
+            # aiohttp's cleanup waits for handlers still running (a slow reference call) on its own timer.
+            await asyncio.wait_for(self._runner.cleanup(), timeout=max(0.1, _left(deadline)))
+        except TimeoutError:
+            self.log("runtime.drain_timeout", level="warning", in_flight=self.runtime.in_flight)
+        if not await self.evaluator.stop(timeout=max(0.1, _left(deadline))):
+            self.log(
+                "runtime.shutdown_deadline",
+                level="warning",
+                message="the evaluation in progress was abandoned at the shutdown deadline; the last "
+                "periodic checkpoint stands",
+                deadline_s=self.settings.shutdown_deadline_s,
+            )
+        elif not self.evaluator.host.stuck:  # a stuck worker would never answer state()
+            try:
+                await asyncio.wait_for(self.checkpoint(), timeout=_left(deadline))
+            except TimeoutError:
+                # The write is atomic (temporary file, then rename): the previous checkpoint stays valid.
+                self.evaluator.host.abandon()
+                self.log(
+                    "runtime.shutdown_deadline",
+                    level="warning",
+                    message="the final checkpoint did not finish by the shutdown deadline; the last "
+                    "periodic checkpoint stands",
+                    deadline_s=self.settings.shutdown_deadline_s,
+                )
         self.evaluator.host.close()
         self.log("runtime.stopped", exit_code=self.exit_code)
         return self.exit_code
 
-    async def _drain(self) -> None:
+    async def _drain(self, timeout: float) -> None:
         """Close the listener, then let requests in progress finish (bodies still arriving included).
 
         aiohttp's own cleanup stops reading from connections at once, which would cut off a request
@@ -347,7 +383,7 @@ class MonitorProcess:
         for site in list(self._runner.sites):
             await site.stop()
         try:
-            await asyncio.wait_for(self.runtime.idle.wait(), timeout=self.settings.shutdown_grace_s)
+            await asyncio.wait_for(self.runtime.idle.wait(), timeout=timeout)
         except TimeoutError:
             self.log("runtime.drain_timeout", level="warning", in_flight=self.runtime.in_flight)
 
@@ -363,6 +399,10 @@ class MonitorProcess:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log("runtime.signal", signal=sig.name)
         self.stop_event.set()
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def serve(

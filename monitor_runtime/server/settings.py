@@ -33,7 +33,18 @@ class RuntimeSettings:
     # Rows kept waiting for evaluation; beyond this the oldest pending rows are dropped (and counted).
     max_pending_rows: int = 1_000_000
     max_metric_features: int = 200
+    # Distinct column names outside the spec and the reference accepted over the process lifetime; a batch
+    # that would pass the cap gets a 400 naming the column (every column costs memory in each pending
+    # window, and a client that invents names per batch would otherwise grow both without bound).
+    max_unknown_columns: int = 256
+    # Per-class prediction series when the spec declares no `predictions.classes`: the first labels seen.
+    max_metric_classes: int = 20
+    # A reference with fewer rows is refused (422): no drift test says anything useful on it.
+    min_reference_rows: int = 30
     shutdown_grace_s: float = 10.0
+    # Everything after SIGTERM (draining, the evaluation in progress, the final checkpoint) ends within this
+    # time; keep it below the pod's terminationGracePeriodSeconds (Kubernetes' default is 30 s).
+    shutdown_deadline_s: float = 25.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> RuntimeSettings:

@@ -111,3 +111,15 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, capsys: pytest.Capture
     assert code == 2
     err = capsys.readouterr().err
     assert "missing.csv" in err and "cannot read" in err
+
+
+def test_read_columns_drops_a_byte_order_mark_and_reads_tsv_by_tabs(tmp_path: Path) -> None:
+    csv_file = tmp_path / "data.csv"
+    csv_file.write_bytes("\ufeffa,city\n1,x\n2,y\n".encode())
+    assert list(read_columns(csv_file)) == ["a", "city"]
+    tsv_file = tmp_path / "data.tsv"
+    tsv_file.write_bytes("\ufeffa\tcity\n1\tParis, France\n2\tLyon\n".encode())
+    columns = read_columns(tsv_file)
+    assert list(columns) == ["a", "city"]
+    assert list(columns["city"]) == ["Paris, France", "Lyon"]
+    np.testing.assert_array_equal(columns["a"], [1.0, 2.0])

@@ -10,7 +10,7 @@ from monitor_runtime.server.parsing import BadRequest, Schema, parse_body, table
 
 SUFFIXES = {
     ".csv": "csv",
-    ".tsv": "csv",
+    ".tsv": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
@@ -37,9 +37,7 @@ def read_columns(path: str | Path) -> dict[str, np.ndarray]:
         raise DataFileError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     if kind == "parquet":
         return _read_parquet(file, data)
-    ctype = "text/csv" if kind == "csv" else "application/x-ndjson"
-    if file.suffix.lower() == ".tsv":
-        data = data.replace(b"\t", b",")
+    ctype = {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(kind, "application/x-ndjson")
     try:
         batch = parse_body(data, ctype, Schema(max_rows=10**9))
     except BadRequest as exc:

@@ -114,7 +114,14 @@ async def test_reference_and_batches_in_every_format_reach_the_report(version_di
         assert set(report["features"]) >= {"age", "income", "segment"}
         assert report["overall_health"] in {"warning", "critical"}
         assert report["timing"]["evaluation_seconds"] > 0
-        assert report["ingestion"] == {"rows": 300, "batches": 5, "rows_evaluated": 300, "rows_dropped": 0}
+        assert report["ingestion"] == {
+            "rows": 300,
+            "batches": 5,
+            "rows_evaluated": 300,
+            "rows_dropped": 0,
+            "last_batch_timestamp": None,
+            "unknown_columns": 0,
+        }
         assert report["window_config"]["size"] == 400
         assert report["recommendations"]
 

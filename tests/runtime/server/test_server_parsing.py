@@ -169,11 +169,65 @@ def test_small_and_large_csv_bodies_give_the_same_columns() -> None:
     n = 10_000  # above the size where the Arrow reader takes over
     ages = rng.normal(40, 10, n).round(3)
     segs = rng.choice(["a", "b", "NA"], n)
-    lines = ["age,segment"] + [f"{'' if i % 7 == 0 else ages[i]},{segs[i]}" for i in range(n)]
+    flags = rng.choice(["true", "false", "TRUE", ""], n)
+    # A byte-order mark, as spreadsheet exports write it.
+    lines = ["\ufeffage,segment,flag"] + [
+        f"{'' if i % 7 == 0 else ages[i]},{segs[i]},{flags[i]}" for i in range(n)
+    ]
     body = ("\n".join(lines) + "\n").encode()
     large = parse_body(body, "text/csv", Schema(max_rows=10**6))
     small = parse_body(("\n".join(lines[:200]) + "\n").encode(), "text/csv", Schema())
     assert len(body) > 64 * 1024
+    assert list(small.columns) == list(large.columns) == ["age", "segment", "flag"]
     np.testing.assert_array_equal(small.columns["age"], large.columns["age"][:199])
     assert list(small.columns["segment"]) == list(large.columns["segment"][:199])
     assert small.columns["segment"][list(segs[:199]).index("NA")] is None
+    assert small.columns["flag"].dtype == large.columns["flag"].dtype == np.float64
+    np.testing.assert_array_equal(small.columns["flag"], large.columns["flag"][:199])
+    np.testing.assert_array_equal(
+        small.columns["flag"][:4], [np.nan if f == "" else f in ("true", "TRUE") for f in flags[:4]]
+    )
+    # A numeric column in the spec accepts booleans from a small body as it does from a large one.
+    numeric = Schema(kinds={"flag": NUMERIC})
+    assert parse_body(b"flag\ntrue\nfalse\n", "text/csv", numeric).columns["flag"].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "fragment"),
+    [
+        (b'age,segment\n1,"a\n2,b\n', "text/csv", "quoted field is not terminated"),
+        (b'{"age": 1},{"age": 2}\n{"age": 3}\n', "application/x-ndjson", "NDJSON line 1: Extra data"),
+        (b'{"age": 1},{"age": 2}', "application/x-ndjson", "NDJSON line 1"),
+        (
+            b'{"columns": {"country": ["us", 3, null]}}',
+            "application/json",
+            "column 'country' row 1: got the number 3 in a column of strings",
+        ),
+        (
+            b'{"columns": {"age": [1], "_prediction": [1]}, "predictions": [0]}',
+            "application/json",
+            "both the column '_prediction' and the field 'predictions'",
+        ),
+    ],
+)
+def test_strict_formats_and_precise_messages(body: bytes, ctype: str, fragment: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_body(body, ctype, Schema())
+    assert fragment in info.value.message
+
+
+def test_reserved_columns_are_lifted_out_of_json_columns_and_rows() -> None:
+    for doc in (
+        {"columns": {"age": [1, 2], "_prediction": [1, 0], "_actual": [1, 1]}},
+        {"rows": [{"age": 1, "_prediction": 1, "_actual": 1}, {"age": 2, "_prediction": 0, "_actual": 1}]},
+    ):
+        batch = parse_body(json.dumps(doc).encode(), "application/json", SCHEMA)
+        assert set(batch.columns) == {"age"}
+        np.testing.assert_array_equal(batch.predictions, [1.0, 0.0])
+        np.testing.assert_array_equal(batch.actuals, [1.0, 1.0])
+
+
+def test_tab_separated_bodies_keep_commas_in_cells() -> None:
+    batch = parse_body(b"\xef\xbb\xbfcity\tage\nParis, France\t3\n", "text/tab-separated-values", Schema())
+    assert list(batch.columns["city"]) == ["Paris, France"]
+    assert batch.columns["age"].tolist() == [3.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 from pathlib import Path
 
 from monitor_runtime.server.crash import FEEDBACK_KIND, TERMINATION_LIMIT
@@ -168,3 +169,30 @@ def test_a_bad_setting_stops_the_start_with_a_record(version_dir: Path, server_f
         and record["phase"] == "load"
         and "POET_MAX_BODY_BYTES='lots'" in record["message"]
     )
+
+
+def test_sigterm_during_a_long_evaluation_exits_by_the_shutdown_deadline(
+    tmp_path: Path, server_factory
+) -> None:
+    code_dir = write_version(tmp_path / "v-hang", code=HANGING_MONITOR)
+    server = server_factory(
+        code_dir, env={"POET_MAX_EVALUATION_SECONDS": "60", "POET_SHUTDOWN_DEADLINE_S": "1"}
+    )
+    server.wait_ready()
+    http("POST", server.url + "/v1/reference", columns_json(frame(500, 1)))
+    http("POST", server.url + "/v1/batches", columns_json(frame(200, 2)))
+    # The queue drains when the evaluation starts; it then never returns.
+    wait_until(
+        lambda: (
+            _report(server.url)["window"]["pending_rows"] == 0
+            and _report(server.url)["status"] == "waiting_for_data"
+        ),
+        what="the evaluation to start",
+    )
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    events = [e for e in server.log_events() if e.get("event") == "runtime.shutdown_deadline"]
+    assert len(events) == 1 and "abandoned" in events[0]["message"]
+    assert not (server.checkpoint_dir / "checkpoint.pkl").exists()

@@ -365,7 +365,9 @@ async def get_metrics(request: web.Request) -> web.Response:
 def _dumps(obj: Any) -> str:
     try:
         return json.dumps(obj, default=_json_default, allow_nan=False)
-    except ValueError:  # NaN or inf from generated code: JSON has no such numbers, so they become null
+    except (ValueError, TypeError):
+        # NaN or inf (JSON has no such numbers: they become null) or keys JSON cannot hold (they become
+        # text), both from generated code.
         return json.dumps(_finite(obj), default=_json_default, allow_nan=False)
 
 
@@ -373,7 +375,7 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(k): _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     if isinstance(value, np.ndarray):

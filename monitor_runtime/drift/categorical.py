@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor_runtime.drift.columns import Column, label_view
+from monitor_runtime.drift.columns import Column, label_view, render_numbers
 from monitor_runtime.drift.continuous import js_distance
 from monitor_runtime.drift.outcome import Outcome
 
@@ -48,6 +48,20 @@ def smoothed_psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
+def _encode_sorted(
+    sorted_values: np.ndarray, values: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """Positions of ``values`` among ``sorted_values`` (mapped through ``order``); len for unseen."""
+    k = sorted_values.size
+    if k == 0:
+        return np.zeros(values.size, dtype=np.int64)
+    pos = np.searchsorted(sorted_values, values)
+    np.minimum(pos, k - 1, out=pos)
+    hit = sorted_values[pos] == values
+    codes = pos if order is None else order[pos]
+    return np.where(hit, codes, k)
+
+
 class CategoricalReference:
     """A categorical (or binary) feature's prepared reference."""
 
@@ -58,11 +72,19 @@ class CategoricalReference:
         self.data_type = data_type
         self.n_total = column.n
         self.n_unusable = self.unusable(column)
-        labels = label_view(column)
-        self.categories, counts = np.unique(labels, return_counts=True)
+        if column.labels.size == 0:
+            # Numeric codes stay numbers: encoding a batch is then a search among a few floats, with
+            # no text conversion of every row.
+            self.values, counts = np.unique(column.numeric, return_counts=True)
+            self.categories = render_numbers(self.values)
+        else:
+            self.values = None
+            self.categories, counts = np.unique(label_view(column), return_counts=True)
+        self._label_order = np.argsort(self.categories, kind="stable")
+        self._sorted_labels = self.categories[self._label_order]
         # One extra slot for categories the reference never saw.
         self.counts = np.append(counts, 0).astype(np.int64)
-        self.n_valid = int(labels.size)
+        self.n_valid = int(counts.sum())
 
     @staticmethod
     def unusable(column: Column) -> int:
@@ -70,18 +92,19 @@ class CategoricalReference:
         return column.n_missing + column.n_inf
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
-        """Category codes; ``len(categories)`` for unseen labels."""
-        k = self.categories.size
-        if k == 0:
-            return np.zeros(labels.size, dtype=np.int64)
-        pos = np.searchsorted(self.categories, labels)
-        np.minimum(pos, k - 1, out=pos)
-        return np.where(self.categories[pos] == labels, pos, k)
+        """Category codes of text labels; ``len(categories)`` for unseen labels."""
+        return _encode_sorted(self._sorted_labels, labels, self._label_order)
+
+    def _codes(self, column: Column) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, labels-or-numbers) of a batch; the second is used only to name unseen values."""
+        if self.values is not None and column.labels.size == 0:
+            return _encode_sorted(self.values, column.numeric), column.numeric
+        labels = label_view(column)
+        return self.encode(labels), labels
 
     def compare(self, column: Column) -> Outcome:
         """Compare one batch's column with the reference."""
-        labels = label_view(column)
-        n1, n2 = self.n_valid, int(labels.size)
+        n1, n2 = self.n_valid, column.n_valid
         out = Outcome(self.method, self.data_type, 0.0, n1, n2)
         if n1 == 0 or n2 == 0:
             out.status = "insufficient_data" if column.n == 0 or n1 == 0 else "all_missing"
@@ -91,7 +114,7 @@ class CategoricalReference:
                 else ("the current batch has no rows" if column.n == 0 else "every current value is missing")
             )
             return out
-        codes = self.encode(labels)
+        codes, values = self._codes(column)
         k = self.categories.size
         cur_counts = np.bincount(codes, minlength=k + 1)
         statistic, dof = chi2_contingency_2xk(self.counts, cur_counts)
@@ -109,7 +132,10 @@ class CategoricalReference:
             categories=self._shares(cur_counts, n1, n2),
         )
         if unseen:
-            new_labels, new_counts = np.unique(labels[codes == k], return_counts=True)
+            unseen_values = values[codes == k]
+            if unseen_values.dtype.kind == "f":
+                unseen_values = render_numbers(unseen_values)
+            new_labels, new_counts = np.unique(unseen_values, return_counts=True)
             order = np.argsort(-new_counts, kind="stable")[:5]
             out.details["unseen_examples"] = [str(new_labels[i]) for i in order]
         if k == 1 and unseen == 0:

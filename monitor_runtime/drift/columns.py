@@ -175,13 +175,22 @@ def _parse_float_labels(labels: np.ndarray) -> np.ndarray:
         return out
 
 
+def render_numbers(nums: np.ndarray) -> np.ndarray:
+    """Numbers as category labels: whole numbers without a decimal point, each value on its own."""
+    whole = (nums == np.round(nums)) & (np.abs(nums) < 2**53)
+    if whole.all():
+        return nums.astype(np.int64).astype(str)
+    out = nums.astype(str)
+    if whole.any():
+        out[whole] = nums[whole].astype(np.int64).astype(str)
+    return out
+
+
 def label_view(column: Column) -> np.ndarray:
     """The column as category labels (numbers rendered canonically, so 1 and 1.0 are one category)."""
     if column.numeric.size == 0:
         return column.labels
-    nums = column.numeric
-    integral = np.all(nums == np.round(nums)) and np.all(np.abs(nums) < 2**53)
-    rendered = nums.astype(np.int64).astype(str) if integral else nums.astype(str)
+    rendered = render_numbers(column.numeric)
     if column.labels.size == 0:
         return rendered
     return np.concatenate([rendered, column.labels])

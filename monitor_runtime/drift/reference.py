@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import numbers
 import os
@@ -43,15 +44,28 @@ FEATURE_KEYS = frozenset({"name", "type", "importance", "method"})
 FeatureConfig = Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None
 
 _POOL: ThreadPoolExecutor | None = None
+_WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
 def _pool() -> ThreadPoolExecutor:
     # numpy releases the GIL while sorting and searching, so threads use every core.
     global _POOL
     if _POOL is None:
-        workers = max(1, min(8, os.cpu_count() or 1))
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drift")
+        _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="drift")
     return _POOL
+
+
+def _parallel_map(fn: Any, items: list[str]) -> list[Any]:
+    """``map`` on the thread pool in a few contiguous chunks: one task per feature would spend more
+    on scheduling and GIL hand-offs than a small feature's work takes."""
+    pool = _pool()
+    n_chunks = min(len(items), _WORKERS * 4)
+    if n_chunks <= 1:
+        return [fn(item) for item in items]
+    bounds = np.linspace(0, len(items), n_chunks + 1).astype(int)
+    chunks = [items[a:b] for a, b in itertools.pairwise(bounds)]
+    results = pool.map(lambda chunk: [fn(item) for item in chunk], chunks)
+    return [r for chunk in results for r in chunk]
 
 
 def _feature_configs(features: FeatureConfig) -> dict[str, dict[str, Any]]:
@@ -180,7 +194,7 @@ class Reference:
                 raise ValueError(f"feature {name!r}: {exc}") from None
 
         work = sum(c.n for c in columns.values())
-        prepared = list(_pool().map(prepare, names)) if work >= PARALLEL_MIN_VALUES else map(prepare, names)
+        prepared = _parallel_map(prepare, names) if work >= PARALLEL_MIN_VALUES else map(prepare, names)
         self._features = dict(zip(names, prepared, strict=True))
         self._importance = {n: configs.get(n, {}).get("importance", 1.0) for n in names}
         # Declared features absent from the reference are remembered so a batch can introduce them.
@@ -202,7 +216,7 @@ class Reference:
         def compare(name: str) -> Outcome:
             return self._features[name].compare(columns[name])
 
-        mapper = _pool().map if work >= PARALLEL_MIN_VALUES else map
+        mapper = _parallel_map if work >= PARALLEL_MIN_VALUES else map
         outcomes = list(mapper(compare, shared))
         return self._decide(dict(zip(shared, outcomes, strict=True)), columns)
 

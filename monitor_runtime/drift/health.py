@@ -45,7 +45,10 @@ def _describe(name: str, f: dict[str, Any]) -> str:
     elif f["data_type"] in ("categorical", "binary") and d.get("categories"):
         cats = d["categories"]
         label, ref, cur = cats["labels"][0], cats["reference"][0], cats["current"][0]
-        head += f": share of '{label}' {ref:.1%} -> {cur:.1%}"
+        if label == "(unseen)":
+            head += f": {cur:.1%} of rows hold categories never seen in the reference"
+        else:
+            head += f": share of '{label}' {ref:.1%} -> {cur:.1%}"
         action = "check for a new population segment or a changed encoding upstream"
     elif f["data_type"] == "sparse":
         head += f": zero rate {d['zero_rate_reference']:.1%} -> {d['zero_rate_current']:.1%}"

@@ -118,12 +118,18 @@ def test_sigterm_drains_in_flight_requests_checkpoints_and_exits_zero(
         # A reply on a second connection means the server's loop has run past the first one's headers.
         assert http("GET", server.url + "/healthz")[0] == 200
         server.signal(signal.SIGTERM)
-        wait_until(lambda: _refused(server.url), what="the listener to close after SIGTERM")
+        # The server logs `runtime.stopping` just before it closes its listener and starts draining; a
+        # readiness probe would race the close (and can stall in the listen backlog under load).
+        wait_until(
+            lambda: any(e["event"] == "runtime.stopping" for e in server.log_events()),
+            what="the server to start shutting down after SIGTERM",
+        )
         sock.sendall(body[len(body) // 2 :])
         reply = b""
         while chunk := sock.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 202"), reply[:200]
+    wait_until(lambda: _refused(server.url), what="the listener to stay closed")
     assert server.wait_exit() == 0
     events = server.log_events()
     names = [e["event"] for e in events]

@@ -48,7 +48,7 @@ def smoothed_psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def _encode_sorted(
+def encode_sorted(
     sorted_values: np.ndarray, values: np.ndarray, order: np.ndarray | None = None
 ) -> np.ndarray:
     """Positions of ``values`` among ``sorted_values`` (mapped through ``order``); len for unseen."""
@@ -93,12 +93,12 @@ class CategoricalReference:
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
         """Category codes of text labels; ``len(categories)`` for unseen labels."""
-        return _encode_sorted(self._sorted_labels, labels, self._label_order)
+        return encode_sorted(self._sorted_labels, labels, self._label_order)
 
     def _codes(self, column: Column) -> tuple[np.ndarray, np.ndarray]:
         """(codes, labels-or-numbers) of a batch; the second is used only to name unseen values."""
         if self.values is not None and column.labels.size == 0:
-            return _encode_sorted(self.values, column.numeric), column.numeric
+            return encode_sorted(self.values, column.numeric), column.numeric
         labels = label_view(column)
         return self.encode(labels), labels
 

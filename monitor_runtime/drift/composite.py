@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor_runtime.drift.categorical import chi2_contingency_2xk
+from monitor_runtime.drift.categorical import chi2_contingency_2xk, encode_sorted
 from monitor_runtime.drift.columns import Column, numeric_view, unparsed_labels
 from monitor_runtime.drift.decisions import proportion_test
 from monitor_runtime.drift.ks import ks_statistic_sorted
@@ -99,10 +99,9 @@ class MixedReference:
             out.ks = (d, int(self.numbers.size), int(column.numeric.size))
             effects.append(d)
         if column.labels.size and self.categories.size:
-            k = self.categories.size
-            pos = np.minimum(np.searchsorted(self.categories, column.labels), k - 1)
-            codes = np.where(self.categories[pos] == column.labels, pos, k)
-            statistic, dof = chi2_contingency_2xk(self.counts, np.bincount(codes, minlength=k + 1))
+            codes = encode_sorted(self.categories, column.labels)
+            counts = np.bincount(codes, minlength=self.categories.size + 1)
+            statistic, dof = chi2_contingency_2xk(self.counts, counts)
             if dof:
                 out.chi2 = (statistic, dof)
                 effects.append(float(np.sqrt(statistic / (self.counts.sum() + column.labels.size))))

@@ -31,6 +31,7 @@ from monitor_runtime.drift.health import CRITICAL_SCORE, LOW_CONFIDENCE, overall
 from monitor_runtime.drift.infer import DECLARABLE_TYPES, infer_type
 from monitor_runtime.drift.ks import ks_pvalue_methods, ks_pvalues
 from monitor_runtime.drift.outcome import Outcome
+from monitor_runtime.json_safe import finite
 
 OPTIMIZE_FOR = ("accuracy", "real_time", "cost")
 #: Per-side sample cap by optimisation goal: exact everywhere for accuracy; subsampled otherwise
@@ -280,7 +281,7 @@ class Reference:
                 "missing_rate_reference": float(rate_ref[i]),
                 "status": o.status,
                 "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i]), float(conf[i])),
-                "details": _finite(details),
+                "details": finite(details),
             }
         for name, prep in self._features.items():
             if name not in columns:
@@ -361,17 +362,6 @@ def _reason(o: Outcome, dist_drift: bool, miss_drift: bool, conf: float) -> str 
     if miss_drift and not dist_drift:
         return "the share of missing values changed"
     return None
-
-
-def _finite(value: Any) -> Any:
-    """Details with every non-finite float replaced by None, so results stay strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _schema_entry(name: str, data_type: str, importance: float, which: str) -> dict[str, Any]:

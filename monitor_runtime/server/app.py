@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from monitor_runtime import json_safe
 from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.evaluator import Evaluator
 from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
@@ -363,32 +362,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 def _dumps(obj: Any) -> str:
-    try:
-        return json.dumps(obj, default=_json_default, allow_nan=False)
-    except (ValueError, TypeError):
-        # NaN or inf (JSON has no such numbers: they become null) or keys JSON cannot hold (they become
-        # text), both from generated code.
-        return json.dumps(_finite(obj), default=_json_default, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    # NaN, inf or odd keys from generated code must not turn a report into a 500.
+    return json_safe.dumps(obj)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

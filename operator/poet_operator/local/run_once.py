@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from monitor_runtime import contract
+from monitor_runtime import contract, json_safe
 from monitor_runtime.server.crash import exception_signature
 from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.guarding import guard_factory
@@ -133,7 +132,7 @@ def _n_rows(columns: Mapping[str, np.ndarray]) -> int:
 def write_report(report: Mapping[str, Any], distributions: Mapping[str, Any], fmt: str, out: TextIO) -> None:
     """Print the report as a table, JSON or a self-contained HTML page."""
     if fmt == "json":
-        out.write(json.dumps(report, indent=2, default=_json_default, allow_nan=False) + "\n")
+        out.write(json_safe.dumps(report, indent=2) + "\n")
     elif fmt == "html":
         out.write(render_report_page(report, distributions))
     else:
@@ -147,12 +146,6 @@ def _status_note(feature: Mapping[str, Any]) -> str:
     if feature.get("drift_detected") and only_missing:
         return "missing values"
     return status
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def format_table(report: Mapping[str, Any]) -> str:

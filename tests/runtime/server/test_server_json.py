@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from monitor_runtime.server.app import _dumps
+from monitor_runtime.json_safe import dumps as _dumps
 
 
 def test_non_finite_numbers_and_odd_keys_become_json() -> None:

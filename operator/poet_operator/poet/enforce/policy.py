@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from monitor_runtime.contract import REQUIRED_METHODS
+
 MAX_CODE_BYTES = 150_000
 MAX_AST_NODES = 60_000
 
@@ -168,14 +170,7 @@ RULES = {
     "format-dunder": "format strings may not look up dunder attributes; .format only on a literal string",
     "contract": "the module must define CONTRACT = 1 and class Monitor with every contract method",
 }
-CONTRACT_METHODS = (
-    "detect_drift",
-    "monitor_features",
-    "monitor_predictions",
-    "update_reference_window",
-    "state",
-    "restore",
-)
+CONTRACT_METHODS = REQUIRED_METHODS  # the contract module is the one place that lists them
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from poet_operator.poet.enforce.policy import ALLOWED_IMPORTS as POLICY_IMPORTS
 from poet_operator.poet.train.feedback import Feedback
 
+# Derived from Enforce's allow-list so the prompt can never promise an import the policy refuses.
 ALLOWED_IMPORTS = (
     "monitor_runtime.toolkit (received as the `toolkit` argument; do not import it)",
-    "numpy",
-    "scipy.stats",
-    "math",
-    "statistics",
-    "collections",
-    "dataclasses",
-    "typing",
-    "itertools",
-    "functools",
-    "bisect",
-    "heapq",
+    *sorted(POLICY_IMPORTS - {"monitor_runtime.toolkit", "__future__"}),
 )
 
 ML_MONITORING_KNOWLEDGE = """\

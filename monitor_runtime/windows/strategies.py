@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from monitor_runtime.limits import MAX_PANES_PER_WINDOW
 from monitor_runtime.windows.adwin import ADWIN, DEFAULT_DELTA
 from monitor_runtime.windows.columns import Batch, Columns, normalise_batch, slice_columns
 from monitor_runtime.windows.storage import (
@@ -26,9 +27,6 @@ from monitor_runtime.windows.storage import (
 )
 
 DEFAULT_CAPACITY = {"exact": 0, "reservoir": 1024, "sketch": 200}
-# A bounded storage keeps one summary per pane; more panes than this per window means the step and size
-# share too small a divisor to be worth summarising pane by pane.
-MAX_PANES_PER_WINDOW = 1000
 
 Storage = ExactStorage | ReservoirStorage | SketchStorage
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-from monitor_runtime.windows.strategies import MAX_PANES_PER_WINDOW
+from monitor_runtime.limits import MAX_PANES_PER_WINDOW
 
 API_VERSION = "poet.dev/v1alpha1"
 KIND = "ModelMonitor"

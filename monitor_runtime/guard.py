@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from monitor_runtime.sealing import seal
+
 # fmt: off
 # Modules that may be imported for the first time while restricted: the statistics stack, the runtime and
 # the pure, side-effect-free part of the standard library those lazily pull in.
@@ -298,20 +300,6 @@ current_policy = _guard.current_policy
 del _guard
 
 
-class _SealedModule(types.ModuleType):
-    """This module's type: its names cannot be rebound or deleted once it is loaded.
-
-    The hook does not depend on module names (its state is in closures), but trusted callers look up
-    `restricted`, `install` and friends here; sealing keeps restricted code from swapping them.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be rebound")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be deleted")
-
-
 __all__ = [
     "REFUSED_EVENTS",
     "RUNTIME_IMPORT_ALLOW",
@@ -329,4 +317,6 @@ __all__ = [
     "violations_since",
 ]
 
-sys.modules[__name__].__class__ = _SealedModule
+# The hook does not depend on module names (its state is in closures), but trusted callers look up
+# `restricted`, `install` and friends here; sealing keeps restricted code from swapping them.
+seal(__name__)

@@ -7,9 +7,7 @@ without a sink, events are dropped. `clock()` gives monotonic seconds for latenc
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +18,7 @@ from monitor_runtime.quality import (
     prediction_drift,
     regression_metrics,
 )
+from monitor_runtime.sealing import seal
 from monitor_runtime.windows import (
     AcceptedWindowsReference,
     AdaptiveWindow,
@@ -82,14 +81,5 @@ __all__ = [
 ]
 
 
-class _SealedModule(types.ModuleType):
-    """The toolkit's type: generated code receives this module and must not patch it for others."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be rebound")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{self.__name__} is read-only: {name!r} cannot be deleted")
-
-
-sys.modules[__name__].__class__ = _SealedModule
+# Generated code receives this module; it must not patch it for other users in the process.
+seal(__name__)

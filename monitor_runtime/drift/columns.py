@@ -40,11 +40,6 @@ class Column:
         return int(self.numeric.shape[0] + self.labels.shape[0])
 
     @property
-    def missing_rate(self) -> float:
-        """Share of values that are missing or infinite (neither can enter a distribution test)."""
-        return (self.n_missing + self.n_inf) / self.n if self.n else 0.0
-
-    @property
     def kind(self) -> str:
         """``numeric``, ``labels``, ``mixed`` or ``empty``."""
         has_num, has_lab = self.numeric.size > 0, self.labels.size > 0

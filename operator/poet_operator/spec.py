@@ -418,6 +418,28 @@ class GeneratorSpec(_SpecModel):
         return self
 
 
+class CanaryAnalysisSpec(_SpecModel):
+    """A Prometheus query the canary must pass (used only when the operator has a Prometheus address)."""
+
+    query: Annotated[str, Field(min_length=1, max_length=4096)] | SkipJsonSchema[None] = Field(
+        None,
+        description="PromQL returning one number; {{name}}, {{namespace}}, {{version}} and {{role}} are "
+        "replaced by the monitor's name and namespace and the canary's version and role",
+    )
+    max_value: float | SkipJsonSchema[None] = Field(None, description="the query's result must not exceed this")
+    min_value: float | SkipJsonSchema[None] = Field(None, description="the query's result must reach this")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> CanaryAnalysisSpec:
+        if self.query is not None and self.max_value is None and self.min_value is None:
+            raise ValueError("query needs maxValue or minValue to say what passes; set one of them")
+        if self.query is None and (self.max_value is not None or self.min_value is not None):
+            raise ValueError("maxValue and minValue apply to a query; set query or remove them")
+        if self.max_value is not None and self.min_value is not None and self.min_value > self.max_value:
+            raise ValueError(f"minValue={self.min_value} exceeds maxValue={self.max_value}; swap or fix them")
+        return self
+
+
 class RolloutSpec(_SpecModel):
     """How a new version is rolled out and when the operator regenerates it."""
 
@@ -427,7 +449,23 @@ class RolloutSpec(_SpecModel):
     restart_tolerance: int = Field(2, ge=0, description="restarts tolerated during canary before rollback")
     auto_regenerate: bool = Field(True, description="generate a new version from feedback after a failure")
     regeneration_budget: int = Field(
-        3, ge=0, description="regenerations allowed before escalating to a human"
+        3, ge=0, le=100, description="regenerations allowed before escalating to a human"
+    )
+    progress_deadline_seconds: int = Field(
+        600,
+        ge=30,
+        le=86_400,
+        description="time a new version's pods may take to become ready before it is rolled back",
+    )
+    regeneration_backoff_seconds: int = Field(
+        30,
+        ge=0,
+        le=86_400,
+        description="wait before the first regeneration after a failure; doubles with each regeneration",
+    )
+    analysis: CanaryAnalysisSpec = Field(
+        default_factory=lambda: CanaryAnalysisSpec(),
+        description="an extra success condition the canary must meet, evaluated on Prometheus",
     )
 
 
@@ -497,7 +535,24 @@ class ResourceSpec(_SpecModel):
 class RuntimeSpec(_SpecModel):
     """The pods that run the monitor."""
 
-    replicas: int = Field(1, ge=1, le=50, description="runtime pods")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=1,
+        description="runtime pods; only 1 is supported: each replica would see a share of the stream and "
+        "judge drift on a different window",
+    )
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _one_replica(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            raise ValueError(
+                f"is {value}, but only 1 runtime replica is supported: each replica would receive a share of "
+                "the batches and judge drift on a different window, so their verdicts would disagree; "
+                "set replicas: 1 (one pod evaluates about 200,000 rows a second)"
+            )
+        return value
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     image: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
         None, description="runtime image (operator default)"
@@ -851,6 +906,7 @@ __all__ = [
     "SecretKeyRef",
     "SpecError",
     "ThresholdSpec",
+    "CanaryAnalysisSpec",
     "WindowSpec",
     "load_document_file",
     "load_spec_file",

@@ -93,6 +93,7 @@ class Health(_StatusModel):
     overall: Literal["good", "warning", "critical", "unknown"] = "unknown"
     drift_score: float | None = None
     drifted_features: list[str] = Field(default_factory=list)
+    drifted_count: int = Field(0, description="number of drifted features (a printer column)")
     last_evaluated: str | None = None
 
 

@@ -1,4 +1,4 @@
-"""The ModelMonitor status: what the operator knows about a monitor, and all it needs to resume after a restart.
+"""The ModelMonitor status: what the operator knows of a monitor and all it needs to resume after a restart.
 
 The status is the rollout state machine's memory. Everything in it is plain data (camelCase JSON in the
 custom resource), so an operator that restarts reads it back and carries on; the CRD's status schema is
@@ -28,9 +28,9 @@ MAX_EVIDENCE_CHARS = 3000
 
 
 class _StatusModel(BaseModel):
-    """Base of the status models: camelCase on the wire, unknown keys ignored (a newer operator may add some)."""
+    """Status models: camelCase on the wire; unknown keys ignored (newer operators may add some)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -110,7 +110,9 @@ class PendingGeneration(_StatusModel):
     version: int
     reason: VersionReason
     spec_hash: str
-    previous: int | None = Field(None, description="version whose remedies carry over (the feedback's version)")
+    previous: int | None = Field(
+        None, description="version whose remedies carry over (the feedback's version)"
+    )
     feedback: list[str] = Field(default_factory=list, description="signatures answered")
     started: str
 
@@ -156,6 +158,11 @@ class MonitorStatus(_StatusModel):
     next_regeneration_after: str | None = Field(None, description="backoff: no regeneration before this time")
     healing_since: str | None = Field(None, description="time of the failure the current fix answers")
     last_manual_action: ManualAction | None = None
+    paused: bool = Field(False, description="rollout steps stopped by the poet.dev/paused annotation")
+    hold: str | None = Field(
+        None,
+        description="why automatic regeneration is held (an abort), until the spec changes or a person asks",
+    )
     message: str = Field("", description="one line on what the monitor is doing or waiting for")
 
     @classmethod

@@ -426,7 +426,9 @@ class CanaryAnalysisSpec(_SpecModel):
         description="PromQL returning one number; {{name}}, {{namespace}}, {{version}} and {{role}} are "
         "replaced by the monitor's name and namespace and the canary's version and role",
     )
-    max_value: float | SkipJsonSchema[None] = Field(None, description="the query's result must not exceed this")
+    max_value: float | SkipJsonSchema[None] = Field(
+        None, description="the query's result must not exceed this"
+    )
     min_value: float | SkipJsonSchema[None] = Field(None, description="the query's result must reach this")
 
     @model_validator(mode="after")
@@ -892,6 +894,7 @@ def load_spec_file(path: str | Path) -> MonitorSpec:
 __all__ = [
     "API_VERSION",
     "KIND",
+    "CanaryAnalysisSpec",
     "FeatureSpec",
     "GeneratorSpec",
     "LLMSettings",
@@ -906,7 +909,6 @@ __all__ = [
     "SecretKeyRef",
     "SpecError",
     "ThresholdSpec",
-    "CanaryAnalysisSpec",
     "WindowSpec",
     "load_document_file",
     "load_spec_file",

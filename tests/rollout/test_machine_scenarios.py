@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from poet_operator.rollout.actions import Generate
+
 from tests.rollout.world import CRASH_RECORD, World
 
 SPEC = {"model": "credit", "rollout": {"canaryAnalysisSeconds": 60, "regenerationBackoffSeconds": 10}}
@@ -51,7 +52,9 @@ def test_crash_regenerates_runs_a_canary_and_promotes_it() -> None:
     world.crash("stable", reason="OOMKilled", exit_code=137)
     decision = world.step()
     assert world.status.last_failure is not None
-    assert world.status.last_failure.reason == "OOMKilled" and world.status.last_failure.signature == "OOMKilled"
+    assert (
+        world.status.last_failure.reason == "OOMKilled" and world.status.last_failure.signature == "OOMKilled"
+    )
     generate = decision.of_type(Generate)
     assert len(generate) == 1 and generate[0].reason == "crash-feedback" and generate[0].previous == 1
     assert [f.signature for f in generate[0].feedback] == ["OOMKilled"]
@@ -190,7 +193,9 @@ def test_spec_change_goes_through_the_canary_path() -> None:
 
 def test_rollout_only_changes_do_not_generate() -> None:
     world = running_world()
-    world.with_spec(rollout={"canaryAnalysisSeconds": 5}, runtime={"resources": {"limits": {"memory": "2Gi"}}})
+    world.with_spec(
+        rollout={"canaryAnalysisSeconds": 5}, runtime={"resources": {"limits": {"memory": "2Gi"}}}
+    )
     decision = world.step()
     assert not decision.of_type(Generate)
     assert world.status.observed_generation == 2

@@ -43,7 +43,7 @@ CRASH_RECORD = json.dumps(
         "phase": "run",
         "signature": {"exception": "KeyError", "location": "monitor.py:42 in monitor_features"},
         "message": "3 consecutive failed evaluations; last: KeyError: 'brand_new'",
-        "traceback": "Traceback (most recent call last):\n  File \"monitor.py\", line 42, in monitor_features\n"
+        "traceback": 'Traceback (most recent call last):\n  File "monitor.py", line 42, in monitor_features\n'
         "KeyError: 'brand_new'\n",
         "version": 2,
     }
@@ -101,7 +101,9 @@ class World:
                 version=version,
                 replicas=1,
                 ready_replicas=sum(1 for p in self.pods.values() if p.role == role and p.ready),
-                updated_replicas=sum(1 for p in self.pods.values() if p.role == role and p.version == version),
+                updated_replicas=sum(
+                    1 for p in self.pods.values() if p.role == role and p.version == version
+                ),
             )
             for role, version in self.deployments.items()
         }
@@ -194,7 +196,9 @@ class World:
         """Every running generation completes (the first one possibly rejected, as set by reject_next)."""
         for number, call in sorted(self.generating.items()):
             if self.reject_next:
-                self.outcome = GenerationOutcome(number, self.reject_next, call.spec_hash, "enforce: 2 checks failed")
+                self.outcome = GenerationOutcome(
+                    number, self.reject_next, call.spec_hash, "enforce: 2 checks failed"
+                )
                 self.reject_next = None
             else:
                 remedies = tuple(f"{f.signature}:bounded_memory" for f in call.feedback)
@@ -231,7 +235,7 @@ class World:
         self.outcome = None
 
     def settle(self, steps: int = 6) -> Decision:
-        """Reconcile until nothing changes (a fixed point), completing generations and readiness on the way."""
+        """Reconcile until nothing changes, completing generations and readiness on the way."""
         decision = self.step()
         for _ in range(steps):
             self.finish_generations()

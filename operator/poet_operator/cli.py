@@ -43,6 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--checkpoint-dir", default=None)
     serve.add_argument("--termination-log", default="/dev/termination-log")
 
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster credentials)")
+    op.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; default: all namespaces)",
+    )
+    op.add_argument(
+        "--operator-namespace",
+        default=None,
+        help="namespace of the shared lessons ConfigMap (default: $POD_NAMESPACE, else poet-system)",
+    )
+    op.add_argument(
+        "--runtime-image",
+        default=None,
+        help="image of the runtime pods (default: $POET_RUNTIME_IMAGE, else poet-monitor/runtime:VERSION)",
+    )
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port, 0 to disable (9090)")
+    op.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, /healthz (8081)")
+    op.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="Prometheus for canary analysis queries (default: $POET_PROMETHEUS_URL; none: queries skipped)",
+    )
+    op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+
     run = sub.add_parser("run", help="generate, enforce and run a monitor once over files")
     run.add_argument("-f", "--file", required=True)
     run.add_argument("--reference", required=True)
@@ -86,6 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             checkpoint_dir=args.checkpoint_dir,
             termination_log=args.termination_log,
+        )
+    if args.command == "operator":
+        from poet_operator.k8s.main import operator_command
+
+        return operator_command(
+            args.namespace,
+            operator_namespace=args.operator_namespace,
+            runtime_image=args.runtime_image,
+            metrics_port=args.metrics_port,
+            health_port=args.health_port,
+            prometheus_url=args.prometheus_url,
+            kubeconfig=args.kubeconfig,
         )
     if args.command == "run":
         from poet_operator.local.run_once import run_command

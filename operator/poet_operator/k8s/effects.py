@@ -1,0 +1,468 @@
+"""Carrying out the rollout machine's actions against the Kubernetes API. Every action is idempotent.
+
+Nothing is decided here beyond "does the live object already match": which version runs where, what to
+delete and when was decided by the machine. A refused call (403 and the like) becomes a Warning Event naming
+the verb and resource, so a missing permission is visible on the monitor instead of only in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from poet_operator.k8s import builders
+from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, monitor_path
+from poet_operator.k8s.metrics import OperatorMetrics
+from poet_operator.k8s.observe import version_info
+from poet_operator.poet.engine import confirm_healthy_version
+from poet_operator.poet.produce import (
+    ProducedVersion,
+    lessons_from_json,
+    lessons_to_json,
+    previous_from_files,
+    produce_version,
+)
+from poet_operator.poet.train.feedback import Feedback
+from poet_operator.rollout.actions import (
+    ClearAnnotation,
+    Decision,
+    DeleteVersions,
+    Emit,
+    EnsureDeployment,
+    EnsureService,
+    Generate,
+    HandOffReference,
+    RecordLessons,
+    RemoveDeployment,
+)
+from poet_operator.rollout.machine import rfc3339
+from poet_operator.rollout.observations import GenerationOutcome, Observation
+from poet_operator.spec import MonitorSpec
+
+if TYPE_CHECKING:
+    from poet_operator.k8s.reconciler import OperatorConfig
+
+log = logging.getLogger("poet_operator.effects")
+Key = tuple[str, str]
+REFERENCE_CONTENT_TYPE = "application/vnd.poet.reference+npz"
+RUNTIME_PORT = 8080
+
+
+def restricted(live: Any, desired: Any) -> Any:
+    """`live` cut down to the keys `desired` names, so fields the API server fills in do not count as a
+    difference (defaults, status, managed fields)."""
+    if isinstance(live, Mapping) and isinstance(desired, Mapping):
+        return {k: restricted(live[k], desired[k]) for k in desired if k in live}
+    if isinstance(live, list) and isinstance(desired, list) and len(live) == len(desired):
+        return [restricted(a, b) for a, b in zip(live, desired, strict=True)]
+    return live
+
+
+def matches(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether the live object already has every field the operator sets, with the same values."""
+    return restricted(live, desired) == desired
+
+
+class Effects:
+    """The backend of the rollout machine on Kubernetes."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        config: OperatorConfig,
+        metrics: OperatorMetrics,
+        executor: ThreadPoolExecutor,
+        requeue: Callable[..., None],
+    ) -> None:
+        self.api = api
+        self.config = config
+        self.metrics = metrics
+        self.executor = executor
+        self.requeue = requeue
+        self._tasks: dict[Key, dict[int, asyncio.Task[None]]] = {}
+        self._outcomes: dict[Key, GenerationOutcome] = {}
+        self._event_seq = 0
+
+    # -- generation bookkeeping -------------------------------------------------------------------------------
+
+    def generating(self, key: Key) -> frozenset[int]:
+        return frozenset(n for n, t in self._tasks.get(key, {}).items() if not t.done())
+
+    def generating_count(self) -> int:
+        return sum(len(self.generating(k)) for k in self._tasks)
+
+    def outcome(self, key: Key) -> GenerationOutcome | None:
+        return self._outcomes.get(key)
+
+    def consume_outcome(self, key: Key, outcome: GenerationOutcome | None) -> None:
+        """The status now records the outcome: it must not be delivered again."""
+        if outcome is not None and self._outcomes.get(key) is outcome:
+            del self._outcomes[key]
+
+    def forget(self, key: Key) -> None:
+        for task in self._tasks.pop(key, {}).values():
+            task.cancel()
+        self._outcomes.pop(key, None)
+
+    async def cancel_generations(self) -> None:
+        tasks = [t for per_key in self._tasks.values() for t in per_key.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # -- carrying out a decision ------------------------------------------------------------------------------
+
+    async def carry_out(self, obj: Mapping[str, Any], observation: Observation, decision: Decision) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        for action in decision.actions:
+            try:
+                await self._do(obj, observation, action)
+            except ApiError as exc:
+                log.warning("%s/%s: %s failed: %s", namespace, name, type(action).__name__, exc)
+                if exc.forbidden:
+                    await self._event(
+                        obj,
+                        "Warning",
+                        "Forbidden",
+                        f"the operator may not {exc.method} {exc.path}: {exc.message}; "
+                        "check the operator's ClusterRole (the chart's rbac values)",
+                    )
+                self.requeue(namespace, name, after=15.0)
+
+    async def _do(self, obj: Mapping[str, Any], observation: Observation, action: Any) -> None:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = observation.spec
+        if isinstance(action, Emit):
+            await self._event(obj, action.type, action.reason, action.message)
+        elif isinstance(action, Generate):
+            self._start_generation(obj, spec, action)
+        elif isinstance(action, EnsureService):
+            desired = builders.runtime_service(obj)
+            await self._ensure(core_path(namespace, "services"), desired, patch_spec=False)
+        elif isinstance(action, EnsureDeployment):
+            if spec is None:
+                return
+            image = spec.runtime.image or self.config.runtime_image
+            desired = builders.runtime_deployment(obj, spec, action.version, action.role, image)
+            await self._ensure(apps_path(namespace, "deployments"), desired)
+        elif isinstance(action, RemoveDeployment):
+            await self.api.delete(apps_path(namespace, "deployments", builders.deployment_name(name, action.role)))
+        elif isinstance(action, DeleteVersions):
+            for number in action.versions:
+                await self.api.delete(core_path(namespace, "configmaps", builders.version_configmap_name(name, number)))
+        elif isinstance(action, ClearAnnotation):
+            await self.api.merge_patch(
+                monitor_path(namespace, name), {"metadata": {"annotations": {action.key: None}}}
+            )
+        elif isinstance(action, RecordLessons):
+            await self._record_lessons(namespace, name, action.version)
+        elif isinstance(action, HandOffReference):
+            await self._hand_off_reference(obj, observation, action.to_role)
+
+    async def _ensure(self, collection: str, desired: Mapping[str, Any], *, patch_spec: bool = True) -> None:
+        name = desired["metadata"]["name"]
+        live = await self.api.get_or_none(f"{collection}/{name}")
+        if live is None:
+            try:
+                await self.api.call("POST", collection, body=dict(desired))
+                return
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+                live = await self.api.call("GET", f"{collection}/{name}")
+        wanted = {"metadata": {"labels": desired["metadata"].get("labels", {})}}
+        if patch_spec:
+            wanted["spec"] = desired["spec"]
+        if not matches(live, wanted):
+            await self.api.merge_patch(f"{collection}/{name}", wanted)
+
+    # -- events -------------------------------------------------------------------------------------------------
+
+    async def _event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = rfc3339(self._now())
+        self._event_seq += 1
+        # Named like client-go's events (object name, a dot, a unique suffix), never left to generateName.
+        suffix = f"{time.time_ns():x}{self._event_seq:04x}"
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{suffix}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{builders.GROUP}/{builders.VERSION}",
+                "kind": "ModelMonitor",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": kind,
+            "source": {"component": "poet-monitor-operator"},
+            "reportingComponent": "poet.dev/operator",
+            "reportingInstance": os.environ.get("HOSTNAME", "poet-monitor-operator"),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.api.call("POST", core_path(meta["namespace"], "events"), body=event)
+        except ApiError as exc:
+            log.warning("event %s on %s/%s not recorded: %s", reason, meta["namespace"], meta["name"], exc)
+
+    @staticmethod
+    def _now() -> Any:
+        from datetime import UTC, datetime
+
+        return datetime.now(UTC)
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    def _start_generation(self, obj: Mapping[str, Any], spec: MonitorSpec | None, action: Generate) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        running = self._tasks.setdefault(key, {})
+        task = running.get(action.version)
+        if spec is None or (task is not None and not task.done()):
+            return
+        running[action.version] = asyncio.create_task(
+            self._generate(dict(obj), spec, action), name=f"poet-generate-{key[0]}-{key[1]}-v{action.version}"
+        )
+
+    async def _generate(self, obj: dict[str, Any], spec: MonitorSpec, action: Generate) -> None:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        key = (namespace, name)
+        try:
+            outcome = await self._produce_and_store(obj, spec, action)
+        except asyncio.CancelledError:
+            raise
+        except ApiError as exc:
+            # A transient API failure must not reject the version: the pending generation is redone later.
+            log.warning("generation of %s/%s v%d interrupted: %s", namespace, name, action.version, exc)
+            self._tasks.get(key, {}).pop(action.version, None)
+            self.requeue(namespace, name, after=10.0)
+            return
+        self._outcomes[key] = outcome
+        self._tasks.get(key, {}).pop(action.version, None)
+        self.requeue(namespace, name)
+
+    async def _produce_and_store(
+        self, obj: Mapping[str, Any], spec: MonitorSpec, action: Generate
+    ) -> GenerationOutcome:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        cm_name = builders.version_configmap_name(name, action.version)
+        existing = await self.api.get_or_none(core_path(namespace, "configmaps", cm_name))
+        if existing is not None:
+            info = version_info(existing)
+            if info is not None:
+                return GenerationOutcome(action.version, "written", action.spec_hash, info=info)
+        previous = None
+        if action.previous is not None:
+            cm = await self.api.get_or_none(
+                core_path(namespace, "configmaps", builders.version_configmap_name(name, action.previous))
+            )
+            data = (cm or {}).get("data") or {}
+            if "monitor.py" in data and "manifest.json" in data:
+                previous = previous_from_files(data["monitor.py"], data["manifest.json"])
+        lessons_cm = await self.api.get_or_none(
+            core_path(self.config.operator_namespace, "configmaps", self.config.lessons_configmap)
+        )
+        lessons = lessons_from_json(((lessons_cm or {}).get("data") or {}).get("lessons.json"))
+        feedback = [Feedback.from_dict(f.to_dict()) for f in action.feedback]
+        api_key = await self._llm_key(namespace, spec)
+        loop = asyncio.get_running_loop()
+        produced: ProducedVersion = await loop.run_in_executor(
+            self.executor,
+            lambda: produce_version(
+                spec,
+                monitor=name,
+                version=action.version,
+                feedback=feedback,
+                previous=previous,
+                lessons=lessons,
+                llm_api_key=api_key,
+            ),
+        )
+        self.metrics.generations.labels(generator=produced.generator, outcome=produced.status).inc()
+        if produced.status == "enforce_failed":
+            self.metrics.enforce_rejections.inc()
+        if produced.llm_calls:
+            self.metrics.llm_calls.inc(produced.llm_calls)
+            self.metrics.llm_tokens.inc(produced.llm_tokens)
+        if produced.status != "written":
+            return GenerationOutcome(action.version, produced.status, action.spec_hash, produced.message)  # type: ignore[arg-type]
+        config_map = builders.version_configmap(obj, action.version, produced.code, produced.manifest_json)
+        try:
+            stored = await self.api.call("POST", core_path(namespace, "configmaps"), body=config_map)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+            stored = await self.api.call("GET", core_path(namespace, "configmaps", cm_name))
+        info = version_info(stored) or version_info(config_map)
+        return GenerationOutcome(action.version, "written", action.spec_hash, info=info)
+
+    async def _llm_key(self, namespace: str, spec: MonitorSpec) -> str | None:
+        llm = spec.generator.llm
+        if spec.generator.kind != "llm" or llm is None:
+            return None
+        if llm.api_key_secret is not None:
+            secret = await self.api.get_or_none(core_path(namespace, "secrets", llm.api_key_secret.name))
+            value = ((secret or {}).get("data") or {}).get(llm.api_key_secret.key)
+            if value:
+                import base64
+
+                return base64.b64decode(value).decode("utf-8").strip()
+        return os.environ.get(llm.api_key_env) or None
+
+    # -- lessons --------------------------------------------------------------------------------------------
+
+    async def _record_lessons(self, namespace: str, name: str, version: int) -> None:
+        cm = await self.api.get_or_none(
+            core_path(namespace, "configmaps", builders.version_configmap_name(name, version))
+        )
+        manifest_text = ((cm or {}).get("data") or {}).get("manifest.json")
+        if not manifest_text:
+            return
+        manifest = json.loads(manifest_text)
+        path = core_path(self.config.operator_namespace, "configmaps")
+        for _ in range(5):
+            current = await self.api.get_or_none(f"{path}/{self.config.lessons_configmap}")
+            store = lessons_from_json(((current or {}).get("data") or {}).get("lessons.json"))
+            already = any(
+                e.get("monitor") == name and e.get("namespace") == namespace and e.get("fixed_in_version") == version
+                for lesson in store.lessons
+                for e in lesson.evidence
+                if isinstance(e, Mapping)
+            )
+            if already:
+                return
+            confirm_healthy_version(
+                manifest,
+                store,
+                evidence={"namespace": namespace, "observed": "the version passed its canary analysis"},
+            )
+            text = lessons_to_json(store)
+            try:
+                if current is None:
+                    await self.api.call(
+                        "POST", path, body=builders.lessons_configmap(self.config.operator_namespace, text)
+                    )
+                else:
+                    version_rv = (current.get("metadata") or {}).get("resourceVersion")
+                    body: dict[str, Any] = {"data": {"lessons.json": text}}
+                    if version_rv:
+                        body["metadata"] = {"resourceVersion": version_rv}
+                    await self.api.merge_patch(f"{path}/{self.config.lessons_configmap}", body)
+                return
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+        log.warning("lessons of %s/%s v%d not recorded: the store kept changing", namespace, name, version)
+
+    # -- the reference -----------------------------------------------------------------------------------------
+
+    async def _hand_off_reference(self, obj: Mapping[str, Any], observation: Observation, to_role: str | None) -> None:
+        namespace = obj["metadata"]["namespace"]
+        stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
+        if stable is None:
+            return
+        response = await self.api.call_raw(
+            "GET",
+            core_path(namespace, "pods", f"{stable.name}:{RUNTIME_PORT}", "proxy/v1/reference"),
+            accept=REFERENCE_CONTENT_TYPE,
+        )
+        body = response.body
+        sha = response.headers.get("x-poet-reference-sha256", "")
+        if to_role is not None:
+            target = next((p for p in observation.pods if p.role == to_role and p.ready), None)
+            if target is not None:
+                await self.api.call_raw(
+                    "POST",
+                    core_path(namespace, "pods", f"{target.name}:{RUNTIME_PORT}", "proxy/v1/reference"),
+                    body=body,
+                    content_type=REFERENCE_CONTENT_TYPE,
+                )
+        if sha and observation.reference_stored_sha256 != sha:
+            try:
+                desired = builders.reference_configmap(obj, body, sha)
+            except ValueError as exc:
+                log.info("reference of %s not stored: %s", obj["metadata"]["name"], exc)
+                return
+            collection = core_path(namespace, "configmaps")
+            live = await self.api.get_or_none(f"{collection}/{desired['metadata']['name']}")
+            if live is None:
+                await self.api.call("POST", collection, body=desired)
+            else:
+                await self.api.merge_patch(
+                    f"{collection}/{desired['metadata']['name']}",
+                    {"metadata": {"annotations": desired["metadata"].get("annotations", {})},
+                     "binaryData": desired.get("binaryData", {})},
+                )
+
+    # -- canary analysis query ---------------------------------------------------------------------------------
+
+    async def analysis_query(
+        self, namespace: str, name: str, spec: MonitorSpec, version: int
+    ) -> tuple[bool, str] | None:
+        analysis = spec.rollout.analysis
+        if analysis.query is None or not self.config.prometheus_url:
+            return None
+        query = (
+            analysis.query.replace("{{name}}", name)
+            .replace("{{namespace}}", namespace)
+            .replace("{{version}}", str(version))
+            .replace("{{role}}", "canary")
+        )
+        url = self.config.prometheus_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        loop = asyncio.get_running_loop()
+        try:
+            payload = await loop.run_in_executor(None, lambda: _fetch_json(url, timeout=5.0))
+        except (OSError, ValueError) as exc:
+            return False, f"Prometheus did not answer: {exc}"
+        value = prometheus_scalar(payload)
+        if value is None:
+            return False, f"the query returned no number: {query}"
+        ok = (analysis.max_value is None or value <= analysis.max_value) and (
+            analysis.min_value is None or value >= analysis.min_value
+        )
+        bounds = []
+        if analysis.min_value is not None:
+            bounds.append(f">= {analysis.min_value:g}")
+        if analysis.max_value is not None:
+            bounds.append(f"<= {analysis.max_value:g}")
+        return ok, f"{value:g} (needs {' and '.join(bounds)})"
+
+
+def _fetch_json(url: str, *, timeout: float) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (an operator-set URL)
+        return json.loads(response.read())
+
+
+def prometheus_scalar(payload: Any) -> float | None:
+    """The one number a Prometheus instant query returned (a scalar, or a vector of one sample)."""
+    data = (payload or {}).get("data") or {}
+    result = data.get("result")
+    try:
+        if data.get("resultType") == "scalar":
+            return float(result[1])
+        if data.get("resultType") == "vector" and isinstance(result, list) and len(result) == 1:
+            return float(result[0]["value"][1])
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
+    return None
+
+
+__all__ = ["Effects", "matches", "prometheus_scalar", "restricted"]

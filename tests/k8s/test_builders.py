@@ -336,6 +336,27 @@ def test_runtime_arguments_parse_with_the_real_serve_parser_and_name_mounted_pat
     assert set(mounts) == {args.code_dir, os.path.dirname(args.reference_file), args.checkpoint_dir, "/tmp"}
 
 
+def test_stable_and_canary_read_the_same_reference_and_their_own_code() -> None:
+    """A canary evaluates against the reference the stable version has: the same ConfigMap, path and flag."""
+    stable = builders.runtime_deployment(MONITOR, spec_of(), 1, "stable", IMAGE)
+    canary = builders.runtime_deployment(MONITOR, spec_of(), 2, "canary", IMAGE)
+
+    def sources(dep: dict[str, Any]) -> dict[str, Any]:
+        container = only_container(dep)
+        args = build_parser().parse_args(container["command"][1:])
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+        return {
+            "reference_file": args.reference_file,
+            "reference": mounts[os.path.dirname(args.reference_file)]["configMap"]["name"],
+            "code": mounts[args.code_dir]["configMap"]["name"],
+        }
+
+    assert sources(stable)["reference"] == sources(canary)["reference"] == "credit-monitor-reference"
+    assert sources(stable)["reference_file"] == sources(canary)["reference_file"]
+    assert (sources(stable)["code"], sources(canary)["code"]) == ("credit-monitor-v1", "credit-monitor-v2")
+
+
 def test_probes_use_the_runtime_endpoints() -> None:
     container = only_container(builders.runtime_deployment(MONITOR, spec_of(), 1, "stable", IMAGE))
     port_names = {p["name"] for p in container["ports"]}

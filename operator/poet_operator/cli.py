@@ -61,14 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="image of the runtime pods (default: $POET_RUNTIME_IMAGE, else poet-monitor/runtime:VERSION)",
     )
-    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port, 0 to disable (9090)")
+    op.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus metrics port, 0 to disable (9090)"
+    )
     op.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port, /healthz (8081)")
     op.add_argument(
         "--prometheus-url",
         default=None,
         help="Prometheus for canary analysis queries (default: $POET_PROMETHEUS_URL; none: queries skipped)",
     )
-    op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+    op.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
+    )
 
     run = sub.add_parser("run", help="generate, enforce and run a monitor once over files")
     run.add_argument("-f", "--file", required=True)

@@ -555,6 +555,7 @@ class RuntimeSpec(_SpecModel):
                 "set replicas: 1 (one pod evaluates about 200,000 rows a second)"
             )
         return value
+
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     image: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
         None, description="runtime image (operator default)"

@@ -23,6 +23,7 @@ from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, load_
 from poet_operator.k8s.main import build_operator
 from poet_operator.k8s.reconciler import OperatorConfig
 from poet_operator.rollout.machine import Policy
+
 from tests.k8s.emulator import EmulatedCluster
 
 NS = "ml"
@@ -30,7 +31,9 @@ OPERATOR_NS = "poet-system"
 RUNTIME_IMAGE = "poet-monitor/runtime:test"
 
 
-def eventually(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.05, what: str = "") -> Any:
+def eventually(
+    predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -139,13 +142,20 @@ class Kubelet:
         body = {
             "apiVersion": "poet.dev/v1alpha1",
             "kind": "ModelMonitor",
-            "metadata": {"name": name, "namespace": NS, "uid": uid or f"uid-{name}", "generation": generation},
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "uid": uid or f"uid-{name}",
+                "generation": generation,
+            },
             "spec": spec,
         }
         self.api.request("POST", monitor_path(NS), body=body)
 
     def patch_monitor(self, name: str, body: dict[str, Any]) -> None:
-        self.api.request("PATCH", monitor_path(NS, name), body=body, content_type="application/merge-patch+json")
+        self.api.request(
+            "PATCH", monitor_path(NS, name), body=body, content_type="application/merge-patch+json"
+        )
 
     def items(self, plural: str, *, apps: bool = False) -> list[dict[str, Any]]:
         path = apps_path(NS, plural) if apps else core_path(NS, plural)
@@ -175,12 +185,14 @@ class Kubelet:
             and (role is None or p["metadata"]["labels"].get("poet.dev/role") == role)
         ]
 
-    # -- the Deployment controller and the kubelet -------------------------------------------------------------
+    # -- the Deployment controller and the kubelet -----------------------------------------------------------
 
     def sync(self, monitor: str, *, ready: bool = True) -> None:
         """One pod per Deployment of the monitor, at its template's version; older pods go."""
         deployments = [
-            d for d in self.items("deployments", apps=True) if d["metadata"]["labels"].get("poet.dev/monitor") == monitor
+            d
+            for d in self.items("deployments", apps=True)
+            if d["metadata"]["labels"].get("poet.dev/monitor") == monitor
         ]
         wanted = {}
         for dep in deployments:
@@ -189,7 +201,9 @@ class Kubelet:
         for pod in self.pods(monitor):
             owner = pod["metadata"]["annotations"]["test/deployment"]
             labels = wanted.get(owner)
-            if labels is None or labels.get("poet.dev/version") != pod["metadata"]["labels"].get("poet.dev/version"):
+            if labels is None or labels.get("poet.dev/version") != pod["metadata"]["labels"].get(
+                "poet.dev/version"
+            ):
                 self.api.request("DELETE", core_path(NS, "pods", pod["metadata"]["name"]))
         have = {p["metadata"]["annotations"]["test/deployment"] for p in self.pods(monitor)}
         for dep_name, labels in wanted.items():
@@ -216,7 +230,9 @@ class Kubelet:
         for dep in self.items("deployments", apps=True):
             if dep["metadata"]["labels"].get("poet.dev/monitor") != monitor:
                 continue
-            mine = [p for p in pods if p["metadata"]["annotations"]["test/deployment"] == dep["metadata"]["name"]]
+            mine = [
+                p for p in pods if p["metadata"]["annotations"]["test/deployment"] == dep["metadata"]["name"]
+            ]
             ready = sum(1 for p in mine if p["status"]["containerStatuses"][0]["ready"])
             status = {"replicas": len(mine), "readyReplicas": ready, "updatedReplicas": len(mine)}
             if dep.get("status") != status:
@@ -247,7 +263,9 @@ class Kubelet:
         status["containerStatuses"][0].update(
             restartCount=restarts,
             lastState={"terminated": terminated},
-            state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}},
+            state={
+                "waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}
+            },
         )
         self.api.request(
             "PATCH",
@@ -256,7 +274,7 @@ class Kubelet:
             content_type="application/merge-patch+json",
         )
 
-    # -- the runtime's API through the pod proxy ------------------------------------------------------------------
+    # -- the runtime's API through the pod proxy -------------------------------------------------------------
 
     def _install_pod_api(self) -> None:
         emulator = self.cluster.kmock
@@ -266,7 +284,7 @@ class Kubelet:
         emulator["post", re.compile(base + "/reference")] << self._post_reference
 
     def _pod_of(self, request: Any) -> dict[str, Any] | None:
-        match = re.search(rf"/pods/([^/:]+):8080/", str(request.url.path))
+        match = re.search(r"/pods/([^/:]+):8080/", str(request.url.path))
         name = match.group(1) if match else ""
         return self.cluster.get("v1/pods", NS, name)
 
@@ -285,7 +303,10 @@ class Kubelet:
             "drifted_features": ["income"],
             "timing": {"evaluated_at": 1796126400.0},
             "failures": {"evaluations": 4, "window_rate": 0.0},
-            "reference": {"rows": 100 if reference else None, "sha256": _sha(reference) if reference else None},
+            "reference": {
+                "rows": 100 if reference else None,
+                "sha256": _sha(reference) if reference else None,
+            },
         }
         report.update(self.reports.get(name, {}))
         return report

@@ -56,7 +56,7 @@ class RawResponse:
 
 
 def load_client(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.ApiClient:
-    """An API client from a kubeconfig (explicit, $KUBECONFIG or ~/.kube/config) or the pod's ServiceAccount."""
+    """A client from a kubeconfig (given, $KUBECONFIG or ~/.kube/config) or the pod's ServiceAccount."""
     if kubeconfig is None:
         try:
             kubernetes.config.load_incluster_config()
@@ -103,7 +103,7 @@ class KubeApi:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
-    # -- the one primitive ----------------------------------------------------------------------------------
+    # -- the one primitive -----------------------------------------------------------------------------------
 
     def raw(
         self,
@@ -170,7 +170,7 @@ class KubeApi:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: self.raw(method, path, **kwargs))
 
-    # -- conveniences -----------------------------------------------------------------------------------------
+    # -- conveniences ----------------------------------------------------------------------------------------
 
     async def get_or_none(self, path: str) -> dict[str, Any] | None:
         try:

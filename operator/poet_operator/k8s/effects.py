@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from poet_operator.k8s import builders
-from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, monitor_path
+from poet_operator.k8s.api import GROUP, VERSION, ApiError, KubeApi, apps_path, core_path, monitor_path
 from poet_operator.k8s.metrics import OperatorMetrics
 from poet_operator.k8s.observe import version_info
 from poet_operator.poet.engine import confirm_healthy_version
@@ -56,21 +56,6 @@ REFERENCE_CONTENT_TYPE = "application/vnd.poet.reference+npz"
 RUNTIME_PORT = 8080
 
 
-def restricted(live: Any, desired: Any) -> Any:
-    """`live` cut down to the keys `desired` names, so fields the API server fills in do not count as a
-    difference (defaults, status, managed fields)."""
-    if isinstance(live, Mapping) and isinstance(desired, Mapping):
-        return {k: restricted(live[k], desired[k]) for k in desired if k in live}
-    if isinstance(live, list) and isinstance(desired, list) and len(live) == len(desired):
-        return [restricted(a, b) for a, b in zip(live, desired, strict=True)]
-    return live
-
-
-def matches(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether the live object already has every field the operator sets, with the same values."""
-    return restricted(live, desired) == desired
-
-
 class Effects:
     """The backend of the rollout machine on Kubernetes."""
 
@@ -91,7 +76,7 @@ class Effects:
         self._outcomes: dict[Key, GenerationOutcome] = {}
         self._event_seq = 0
 
-    # -- generation bookkeeping -------------------------------------------------------------------------------
+    # -- generation bookkeeping ------------------------------------------------------------------------------
 
     def generating(self, key: Key) -> frozenset[int]:
         return frozenset(n for n, t in self._tasks.get(key, {}).items() if not t.done())
@@ -119,7 +104,7 @@ class Effects:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
-    # -- carrying out a decision ------------------------------------------------------------------------------
+    # -- carrying out a decision -----------------------------------------------------------------------------
 
     async def carry_out(self, obj: Mapping[str, Any], observation: Observation, decision: Decision) -> None:
         meta = obj.get("metadata") or {}
@@ -157,10 +142,14 @@ class Effects:
             desired = builders.runtime_deployment(obj, spec, action.version, action.role, image)
             await self._ensure(apps_path(namespace, "deployments"), desired)
         elif isinstance(action, RemoveDeployment):
-            await self.api.delete(apps_path(namespace, "deployments", builders.deployment_name(name, action.role)))
+            await self.api.delete(
+                apps_path(namespace, "deployments", builders.deployment_name(name, action.role))
+            )
         elif isinstance(action, DeleteVersions):
             for number in action.versions:
-                await self.api.delete(core_path(namespace, "configmaps", builders.version_configmap_name(name, number)))
+                await self.api.delete(
+                    core_path(namespace, "configmaps", builders.version_configmap_name(name, number))
+                )
         elif isinstance(action, ClearAnnotation):
             await self.api.merge_patch(
                 monitor_path(namespace, name), {"metadata": {"annotations": {action.key: None}}}
@@ -181,13 +170,19 @@ class Effects:
                 if not exc.conflict:
                     raise
                 live = await self.api.call("GET", f"{collection}/{name}")
-        wanted = {"metadata": {"labels": desired["metadata"].get("labels", {})}}
+        wanted: dict[str, Any] = {
+            "apiVersion": desired["apiVersion"],
+            "kind": desired["kind"],
+            "metadata": {"labels": desired["metadata"].get("labels", {})},
+        }
         if patch_spec:
             wanted["spec"] = desired["spec"]
-        if not matches(live, wanted):
-            await self.api.merge_patch(f"{collection}/{name}", wanted)
+        if not builders.is_up_to_date(live, wanted):
+            await self.api.merge_patch(
+                f"{collection}/{name}", {k: wanted[k] for k in ("metadata", "spec") if k in wanted}
+            )
 
-    # -- events -------------------------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------------------------
 
     async def _event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
@@ -200,7 +195,7 @@ class Effects:
             "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{suffix}", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": f"{builders.GROUP}/{builders.VERSION}",
+                "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "ModelMonitor",
                 "name": meta["name"],
                 "namespace": meta["namespace"],
@@ -227,7 +222,7 @@ class Effects:
 
         return datetime.now(UTC)
 
-    # -- generation ---------------------------------------------------------------------------------------------
+    # -- generation ------------------------------------------------------------------------------------------
 
     def _start_generation(self, obj: Mapping[str, Any], spec: MonitorSpec | None, action: Generate) -> None:
         meta = obj["metadata"]
@@ -327,7 +322,7 @@ class Effects:
                 return base64.b64decode(value).decode("utf-8").strip()
         return os.environ.get(llm.api_key_env) or None
 
-    # -- lessons --------------------------------------------------------------------------------------------
+    # -- lessons ---------------------------------------------------------------------------------------------
 
     async def _record_lessons(self, namespace: str, name: str, version: int) -> None:
         cm = await self.api.get_or_none(
@@ -342,7 +337,9 @@ class Effects:
             current = await self.api.get_or_none(f"{path}/{self.config.lessons_configmap}")
             store = lessons_from_json(((current or {}).get("data") or {}).get("lessons.json"))
             already = any(
-                e.get("monitor") == name and e.get("namespace") == namespace and e.get("fixed_in_version") == version
+                e.get("monitor") == name
+                and e.get("namespace") == namespace
+                and e.get("fixed_in_version") == version
                 for lesson in store.lessons
                 for e in lesson.evidence
                 if isinstance(e, Mapping)
@@ -372,9 +369,11 @@ class Effects:
                     raise
         log.warning("lessons of %s/%s v%d not recorded: the store kept changing", namespace, name, version)
 
-    # -- the reference -----------------------------------------------------------------------------------------
+    # -- the reference ---------------------------------------------------------------------------------------
 
-    async def _hand_off_reference(self, obj: Mapping[str, Any], observation: Observation, to_role: str | None) -> None:
+    async def _hand_off_reference(
+        self, obj: Mapping[str, Any], observation: Observation, to_role: str | None
+    ) -> None:
         namespace = obj["metadata"]["namespace"]
         stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
         if stable is None:
@@ -408,11 +407,13 @@ class Effects:
             else:
                 await self.api.merge_patch(
                     f"{collection}/{desired['metadata']['name']}",
-                    {"metadata": {"annotations": desired["metadata"].get("annotations", {})},
-                     "binaryData": desired.get("binaryData", {})},
+                    {
+                        "metadata": {"annotations": desired["metadata"].get("annotations", {})},
+                        "binaryData": desired.get("binaryData", {}),
+                    },
                 )
 
-    # -- canary analysis query ---------------------------------------------------------------------------------
+    # -- canary analysis query -------------------------------------------------------------------------------
 
     async def analysis_query(
         self, namespace: str, name: str, spec: MonitorSpec, version: int
@@ -426,7 +427,11 @@ class Effects:
             .replace("{{version}}", str(version))
             .replace("{{role}}", "canary")
         )
-        url = self.config.prometheus_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        url = (
+            self.config.prometheus_url.rstrip("/")
+            + "/api/v1/query?"
+            + urllib.parse.urlencode({"query": query})
+        )
         loop = asyncio.get_running_loop()
         try:
             payload = await loop.run_in_executor(None, lambda: _fetch_json(url, timeout=5.0))
@@ -447,7 +452,7 @@ class Effects:
 
 
 def _fetch_json(url: str, *, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (an operator-set URL)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -465,4 +470,4 @@ def prometheus_scalar(payload: Any) -> float | None:
     return None
 
 
-__all__ = ["Effects", "matches", "prometheus_scalar", "restricted"]
+__all__ = ["Effects", "prometheus_scalar"]

@@ -20,11 +20,11 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "poet-monitor"}
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    """Register the operator's handlers on `registry` (one registry per operator, so tests can run several)."""
+    """Register the handlers on `registry` (one registry per operator, so tests can run several)."""
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Events are written by the operator itself, with reasons users can filter on; kopf's own would double them.
+        # The operator writes its own Events, with reasons users can filter on; kopf's would double them.
         settings.posting.enabled = False
         # Watches that hang silently are kopf's best-known failure: time them out on both ends and reconnect.
         settings.watching.server_timeout = 300

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 PHASES = ("Pending", "Generating", "Deploying", "Running", "Canary", "Degraded", "Failed")
@@ -14,7 +16,10 @@ class OperatorMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.reconciles = Counter(
-            "poet_operator_reconciles", "Reconciliations by result (ok, conflict, error)", ["result"], registry=r
+            "poet_operator_reconciles",
+            "Reconciliations by result (ok, conflict, error)",
+            ["result"],
+            registry=r,
         )
         self.generations = Counter(
             "poet_operator_generations",
@@ -26,13 +31,18 @@ class OperatorMetrics:
             "poet_operator_enforce_rejections", "Generated versions refused by Enforce", registry=r
         )
         self.rollouts = Counter(
-            "poet_operator_rollouts", "Canary rollouts by outcome (promoted, rolled_back, aborted)", ["outcome"], registry=r
+            "poet_operator_rollouts",
+            "Canary rollouts by outcome (promoted, rolled_back, aborted)",
+            ["outcome"],
+            registry=r,
         )
         self.regenerations = Counter(
             "poet_operator_regenerations", "Versions generated from crash feedback", registry=r
         )
         self.llm_calls = Counter("poet_operator_llm_calls", "Requests made to the LLM", registry=r)
-        self.llm_tokens = Counter("poet_operator_llm_tokens", "Tokens spent on the LLM (prompt + completion)", registry=r)
+        self.llm_tokens = Counter(
+            "poet_operator_llm_tokens", "Tokens spent on the LLM (prompt + completion)", registry=r
+        )
         self.crash_to_fix = Histogram(
             "poet_operator_crash_to_fix_seconds",
             "Seconds from the failure a regenerated version answers to its promotion",
@@ -63,10 +73,8 @@ class OperatorMetrics:
     def set_versions(self, namespace: str, name: str, stable: int | None, canary: int | None) -> None:
         for role, number in (("stable", stable), ("canary", canary)):
             if number is None:
-                try:
+                with contextlib.suppress(KeyError):
                     self.monitor_version.remove(namespace, name, role)
-                except KeyError:
-                    pass
             else:
                 self.monitor_version.labels(namespace=namespace, monitor=name, role=role).set(number)
 

@@ -1,4 +1,4 @@
-"""The reconcile loop: read the world, let the rollout machine decide, write its status, carry out its actions.
+"""The reconcile loop: read the world, let the rollout machine decide, write the status, carry out actions.
 
 One operator process serves every monitor with a handful of asyncio workers over one queue (no task, thread
 or process per monitor). A monitor is never reconciled by two workers at once; a request that arrives while
@@ -80,7 +80,9 @@ class Reconciler:
         self._again: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._workers: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(max_workers=config.generation_workers, thread_name_prefix="poet-gen")
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.generation_workers, thread_name_prefix="poet-gen"
+        )
         self.effects = Effects(api, config, self.metrics, self._executor, self.enqueue)
         self.reconciled = 0
 
@@ -155,7 +157,7 @@ class Reconciler:
             "reconciled": self.reconciled,
         }
 
-    # -- one pass ---------------------------------------------------------------------------------------------
+    # -- one pass --------------------------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> Decision | None:
         key = (namespace, name)
@@ -216,7 +218,7 @@ class Reconciler:
         if decision.fixed_after_seconds is not None:
             self.metrics.crash_to_fix.observe(decision.fixed_after_seconds)
 
-    # -- observation -------------------------------------------------------------------------------------------
+    # -- observation -----------------------------------------------------------------------------------------
 
     async def observe(self, obj: Mapping[str, Any], status: MonitorStatus) -> Observation:
         meta = obj.get("metadata") or {}
@@ -236,15 +238,29 @@ class Reconciler:
         config_maps = [c for c in config_maps if belongs_to(c, name)]
         versions = {info.number: info for info in map(version_info, config_maps) if info is not None}
         reference = next(
-            (c for c in config_maps if (c.get("metadata") or {}).get("name") == builders.reference_configmap_name(name)),
+            (
+                c
+                for c in config_maps
+                if (c.get("metadata") or {}).get("name") == builders.reference_configmap_name(name)
+            ),
             None,
         )
-        stored_sha = ((reference or {}).get("metadata") or {}).get("annotations", {}).get(builders.REFERENCE_SHA_ANNOTATION)
-        deps = [d for d in (deployment_observation(d) for d in deployments if belongs_to(d, name)) if d is not None]
+        stored_sha = (
+            ((reference or {}).get("metadata") or {})
+            .get("annotations", {})
+            .get(builders.ANNOTATION_REFERENCE_SHA256)
+        )
+        deps = [
+            d
+            for d in (deployment_observation(d) for d in deployments if belongs_to(d, name))
+            if d is not None
+        ]
         pods = [p for p in pods if belongs_to(p, name)]
         tails = await asyncio.gather(*(self._log_tail(namespace, p, status.restarts_seen) for p in pods))
         observed_pods = tuple(
-            o for o in (pod_observation(p, tail) for p, tail in zip(pods, tails, strict=True)) if o is not None
+            o
+            for o in (pod_observation(p, tail) for p, tail in zip(pods, tails, strict=True))
+            if o is not None
         )
         reports = await self._reports(namespace, observed_pods)
         canary = next((d for d in deps if d.role == "canary"), None)

@@ -79,7 +79,68 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reference", required=True)
     run.add_argument("--current", required=True)
     run.add_argument("--format", choices=["table", "json", "html"], default="table")
+
+    add_cluster_commands(sub)
     return parser
+
+
+# -- commands that speak to the cluster (also `kubectl poet ...`) ------------------------------------------
+CLUSTER_COMMANDS = ("status", "history", "diff", "promote", "abort", "regenerate", "pause", "resume")
+_CLUSTER_HELP = {
+    "status": "a monitor at a glance: phase, versions, canary progress, health, last failure, conditions",
+    "history": "every version of a monitor: state, reason, generator, feedback answered, remedies",
+    "diff": "what changed between two versions: the manifest's decisions and monitor.py as a unified diff",
+    "promote": "promote the canary now (annotation poet.dev/promote)",
+    "abort": "roll back the canary or stop the generation in progress (annotation poet.dev/abort)",
+    "regenerate": "generate a new version from the spec and all feedback (annotation poet.dev/regenerate)",
+    "pause": "stop regenerating, promoting and rolling back (annotation poet.dev/paused)",
+    "resume": "undo pause (removes poet.dev/paused)",
+}
+
+
+def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the cluster commands to a subparsers group (`poetmon` and `kubectl poet` share them)."""
+    for command in CLUSTER_COMMANDS:
+        cmd = sub.add_parser(command, help=_CLUSTER_HELP[command], description=_CLUSTER_HELP[command])
+        cmd.add_argument("name", metavar="NAME", help="the ModelMonitor")
+        if command == "diff":
+            cmd.add_argument("a", metavar="A", help="a version: 2, v2, stable or canary")
+            cmd.add_argument("b", metavar="B", help="the version to compare it with")
+        cmd.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+        cmd.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+        cmd.add_argument("--context", help="kubeconfig context (default: the current one)")
+        cmd.add_argument("-o", "--output", choices=["json"], help="print JSON instead of text")
+
+
+def _run_cluster_command(args: argparse.Namespace) -> int:
+    from poet_operator.k8s.user_commands import user_command
+
+    return user_command(
+        args.command,
+        name=args.name,
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        output=args.output,
+        versions=(args.a, args.b) if args.command == "diff" else None,
+    )
+
+
+def kubectl_poet(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kubectl-poet` console script: `kubectl poet COMMAND NAME [options]`."""
+    parser = argparse.ArgumentParser(
+        prog="kubectl poet", description="Inspect and steer poet-monitor ModelMonitors."
+    )
+    parser.add_argument("--version", action="version", version=f"kubectl-poet {__version__}")
+    add_cluster_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return _run_cluster_command(args)
+
+
+# -- end of the cluster commands ---------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(
             spec_file=args.file, reference=args.reference, current=args.current, output_format=args.format
         )
+    if args.command in CLUSTER_COMMANDS:
+        return _run_cluster_command(args)
     parser.print_help()
     return 2
 

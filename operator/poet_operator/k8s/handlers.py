@@ -31,10 +31,19 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 30
         settings.networking.request_timeout = 60
+        # The namespaces are given (or all are watched) and the chart installs the CRD before the operator:
+        # no scanning of namespaces and CRDs, so the operator needs no permission on either.
+        settings.scanning.disabled = True
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="poet.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="poet.dev")
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         await reconciler.start()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as the operator's own client (in-cluster, or the kubeconfig it was given),
+        # read again on every login so a rotated ServiceAccount token is picked up.
+        return connection_info(reconciler.api.client.configuration)
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
@@ -55,4 +64,22 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         return reconciler.stats()
 
 
-__all__ = ["register"]
+def connection_info(config: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from a `kubernetes.client.Configuration` (token, client certificate or basic)."""
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
+
+
+__all__ = ["connection_info", "register"]

@@ -57,9 +57,6 @@ class Operator:
 
 def build_operator(config: OperatorConfig, *, kubeconfig: str | None = None) -> Operator:
     """Wire the pieces; nothing talks to the cluster until `run`."""
-    if kubeconfig:
-        # kopf reads credentials the kubernetes client way: the same file serves both.
-        os.environ["KUBECONFIG"] = kubeconfig
     api = KubeApi(load_client(kubeconfig))
     metrics = OperatorMetrics()
     reconciler = Reconciler(api, config, metrics)

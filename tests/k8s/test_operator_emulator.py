@@ -1,0 +1,247 @@
+"""The real kopf operator and `kubernetes` client against the emulator, the test acting as the kubelet.
+
+Each test runs the operator as `poetmon operator` would and asserts what a user would see: the ConfigMaps,
+Deployments and Service it creates, the status (phase, versions, conditions) and the Events, at each step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poet_operator.k8s.api import core_path
+from tests.k8s.emulator import EmulatedCluster, running_emulator
+from tests.k8s.operator_harness import NS, OPERATOR_NS, Kubelet, OperatorProcess, eventually
+
+CALLS_FILE = Path(__file__).with_name("operator_api_calls.json")
+
+SPEC = {
+    "model": "credit-model",
+    "features": [{"name": "income", "type": "continuous"}, {"name": "segment", "type": "categorical"}],
+    "window": {"strategy": "sliding", "size": 400},
+    "rollout": {"canaryAnalysisSeconds": 1, "restartTolerance": 1, "regenerationBackoffSeconds": 0},
+}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[EmulatedCluster]:
+    with running_emulator(tmp_path, namespace=NS) as emulated:
+        yield emulated
+        _record_calls(emulated)
+
+
+@pytest.fixture
+def kubelet(cluster: EmulatedCluster) -> Iterator[Kubelet]:
+    node = Kubelet(cluster)
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def operator(cluster: EmulatedCluster) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(cluster).start()
+    yield process
+    process.stop()
+
+
+def _record_calls(cluster: EmulatedCluster) -> None:
+    """Every (verb, group, resource) the operator used, for the chart's RBAC test. The committed file must
+    list each one; POET_RECORD_API_CALLS=1 adds new ones instead of failing."""
+    seen = {
+        (c.verb, c.group, c.resource + (f"/{c.subresource}" if c.subresource else ""))
+        for c in cluster.requests()
+        if c.body is None or not isinstance(c.body, dict) or "test/deployment" not in json.dumps(c.body)
+    }
+    known = json.loads(CALLS_FILE.read_text()) if CALLS_FILE.exists() else {"calls": []}
+    recorded = {(c["verb"], c["group"], c["resource"]) for c in known["calls"]}
+    missing = seen - recorded
+    if missing and os.environ.get("POET_RECORD_API_CALLS") == "1":
+        calls = sorted(recorded | missing)
+        known["calls"] = [{"verb": v, "group": g, "resource": r} for v, g, r in calls]
+        CALLS_FILE.write_text(json.dumps(known, indent=1) + "\n")
+
+
+def running_monitor(kubelet: Kubelet, name: str = "credit", spec: dict | None = None) -> dict:
+    kubelet.apply(name, spec or SPEC)
+    eventually(lambda: kubelet.deployment(name), what="the stable Deployment")
+    kubelet.sync(name)
+    return eventually(
+        lambda: (s := kubelet.status(name)).get("phase") == "Running" and s, what="phase Running"
+    )
+
+
+def test_apply_creates_the_version_the_deployment_and_the_service(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    status = running_monitor(kubelet)
+    config_maps = kubelet.configmaps("credit")
+    assert set(config_maps) == {"credit-v1"}
+    v1 = config_maps["credit-v1"]
+    assert v1["immutable"] is True
+    assert v1["metadata"]["labels"]["poet.dev/version"] == "1"
+    assert v1["metadata"]["ownerReferences"][0]["uid"] == "uid-credit"
+    manifest = json.loads(v1["data"]["manifest.json"])
+    assert manifest["version"] == 1 and manifest["monitor"] == "credit"
+    deployment = kubelet.deployment("credit")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["poet.dev/role"] == "stable"
+    assert template["metadata"]["labels"]["poet.dev/version"] == "1"
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert any(v.get("configMap", {}).get("name") == "credit-v1" for v in volumes.values())
+    assert kubelet.get(core_path(NS, "services", "credit")) is not None
+    assert status["stableVersion"] == 1 and "canaryVersion" not in status
+    assert status["health"]["overall"] == "warning" and status["health"]["driftedCount"] == 1
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Generated"]["status"] == "True"
+    assert conditions["Degraded"]["status"] == "False"
+    assert status["versions"][0]["state"] == "stable" and status["versions"][0]["reason"] == "initial"
+    reasons = kubelet.event_reasons("credit")
+    assert reasons[:2] == ["Generating", "Generated"]
+
+
+def test_crash_regenerates_a_canary_that_is_promoted_and_teaches_the_next_monitor(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    running_monitor(kubelet)
+    stable_pod = kubelet.pods("credit", "stable")[0]["metadata"]["name"]
+    kubelet.crash(stable_pod, reason="OOMKilled", exit_code=137)
+    eventually(lambda: "credit-v2" in kubelet.configmaps("credit"), what="version 2's ConfigMap")
+    status = eventually(lambda: (s := kubelet.status("credit")).get("canaryVersion") == 2 and s, what="canary")
+    assert status["lastFailure"]["reason"] == "OOMKilled" and status["lastFailure"]["signature"] == "OOMKilled"
+    canary = eventually(lambda: kubelet.deployment("credit-canary"), what="the canary Deployment")
+    assert canary["spec"]["template"]["metadata"]["labels"]["poet.dev/role"] == "canary"
+    manifest = json.loads(kubelet.configmaps("credit")["credit-v2"]["data"]["manifest.json"])
+    assert manifest["answersFeedback"] == ["OOMKilled"]
+    kubelet.sync("credit")
+    status = eventually(
+        lambda: (s := kubelet.status("credit")).get("stableVersion") == 2 and "canaryVersion" not in s and s,
+        what="promotion of version 2",
+    )
+    states = {v["number"]: v["state"] for v in status["versions"]}
+    assert states == {1: "superseded", 2: "promoted"}
+    eventually(lambda: kubelet.deployment("credit-canary") is None, what="the canary Deployment removed")
+    stable = kubelet.deployment("credit")
+    assert stable["spec"]["template"]["metadata"]["labels"]["poet.dev/version"] == "2"
+    reasons = kubelet.event_reasons("credit")
+    for reason in ("RuntimeFailed", "CanaryStarted", "Promoted"):
+        assert reason in reasons, reasons
+    lessons = eventually(
+        lambda: kubelet.get(core_path(OPERATOR_NS, "configmaps", "poet-monitor-lessons")), what="lessons"
+    )
+    stored = json.loads(lessons["data"]["lessons.json"])["lessons"]
+    assert [(x["signature"], x["remedy"]) for x in stored] == [("OOMKilled", "bounded_memory")]
+    assert 'poet_operator_rollouts_total{outcome="promoted"} 1.0' in operator.metrics_text
+    # A monitor created after the promotion starts from the lesson.
+    kubelet.apply("fraud", {**SPEC, "model": "fraud-model"})
+    eventually(lambda: "fraud-v1" in kubelet.configmaps("fraud"), what="fraud's version 1")
+    fraud = json.loads(kubelet.configmaps("fraud")["fraud-v1"]["data"]["manifest.json"])
+    assert [(x["signature"], x["remedy"]) for x in fraud["lessonsApplied"]] == [("OOMKilled", "bounded_memory")]
+    kubelet.sync("fraud")
+    status = eventually(lambda: (s := kubelet.status("fraud")).get("phase") == "Running" and s, what="fraud")
+    assert status["versions"][0]["lessonsApplied"] == ["OOMKilled:bounded_memory"]
+
+
+CRASH_RECORD = json.dumps(
+    {
+        "kind": "poet.feedback/v1",
+        "source": "crash",
+        "phase": "run",
+        "signature": {"exception": "KeyError", "location": "monitor.py:42 in monitor_features"},
+        "message": "3 consecutive failed evaluations (limit 3); last: KeyError: 'brand_new'",
+        "traceback": "Traceback (most recent call last):\n  File \"monitor.py\", line 42, in monitor_features\n"
+        "KeyError: 'brand_new'\n",
+        "version": 2,
+    }
+)
+
+
+def test_a_crashing_canary_is_rolled_back_and_stable_keeps_serving(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    spec = {**SPEC, "rollout": {**SPEC["rollout"], "canaryAnalysisSeconds": 3600, "regenerationBudget": 1}}
+    running_monitor(kubelet, spec=spec)
+    kubelet.crash(kubelet.pods("credit", "stable")[0]["metadata"]["name"], reason="OOMKilled", exit_code=137)
+    eventually(lambda: kubelet.deployment("credit-canary"), what="the canary Deployment")
+    kubelet.sync("credit")
+    canary_pod = kubelet.pods("credit", "canary")[0]["metadata"]["name"]
+    kubelet.crash(canary_pod, reason="Error", exit_code=1, message=CRASH_RECORD, times=2)
+    status = eventually(
+        lambda: (s := kubelet.status("credit")).get("versions", [{}])[-1].get("state") == "rolled-back" and s,
+        what="rollback of version 2",
+    )
+    assert status["stableVersion"] == 1 and "canaryVersion" not in status
+    assert status["lastFailure"]["signature"] == "KeyError@monitor.py:monitor_features"
+    assert status["lastFailure"]["role"] == "canary"
+    eventually(lambda: kubelet.deployment("credit-canary") is None, what="the canary removed")
+    assert kubelet.deployment("credit")["spec"]["template"]["metadata"]["labels"]["poet.dev/version"] == "1"
+    # The budget (1) is spent: the monitor says what a person should do, once.
+    status = eventually(
+        lambda: (s := kubelet.status("credit")).get("phase") == "Degraded" and s, what="phase Degraded"
+    )
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert degraded["reason"] == "RegenerationBudgetSpent"
+    assert "poet.dev/regenerate" in degraded["message"]
+    reasons = kubelet.event_reasons("credit")
+    assert "RolledBack" in reasons and reasons.count("RegenerationBudgetSpent") == 1
+
+
+def test_a_bad_spec_gets_a_condition_and_an_event_naming_the_field(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    kubelet.apply("broken", {"model": "m", "window": {"strategy": "fixed", "size": 100, "overlap": 10}})
+    status = eventually(lambda: (s := kubelet.status("broken")).get("phase") == "Failed" and s, what="Failed")
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert "spec.window" in ready["message"] and "overlap" in ready["message"]
+    events = [e for e in kubelet.events("broken") if e["reason"] == "InvalidSpec"]
+    assert len(events) == 1 and events[0]["type"] == "Warning" and "spec.window" in events[0]["message"]
+    assert kubelet.configmaps("broken") == {}
+    # No crash loop: fixing the spec is picked up and the monitor proceeds.
+    kubelet.patch_monitor("broken", {"metadata": {"generation": 2}, "spec": {"window": {"overlap": None}}})
+    eventually(lambda: "broken-v1" in kubelet.configmaps("broken"), what="version 1 after the fix")
+
+
+def test_manual_annotations_act_once_and_are_acknowledged(kubelet: Kubelet, operator: OperatorProcess) -> None:
+    running_monitor(kubelet)
+    kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/regenerate": "true"}}})
+    status = eventually(lambda: (s := kubelet.status("credit")).get("canaryVersion") == 2 and s, what="canary")
+    assert status["versions"][-1]["reason"] == "manual"
+    assert status["lastManualAction"]["annotation"] == "poet.dev/regenerate"
+    annotations = kubelet.monitor("credit")["metadata"].get("annotations") or {}
+    assert "poet.dev/regenerate" not in annotations
+    kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/abort": "true"}}})
+    status = eventually(
+        lambda: (s := kubelet.status("credit")).get("versions", [{}])[-1].get("state") == "rolled-back" and s,
+        what="abort",
+    )
+    assert "ManualAction" in kubelet.event_reasons("credit")
+    assert status["hold"].startswith("aborted")
+
+
+def test_an_operator_restart_mid_generation_resumes_without_a_second_version(
+    cluster: EmulatedCluster, kubelet: Kubelet
+) -> None:
+    first = OperatorProcess(cluster).start()
+    kubelet.apply("credit", SPEC)
+    eventually(lambda: kubelet.status("credit").get("phase") == "Generating", what="Generating")
+    first.stop()
+    second = OperatorProcess(cluster).start()
+    try:
+        eventually(lambda: kubelet.deployment("credit"), what="the stable Deployment after the restart")
+        kubelet.sync("credit")
+        status = eventually(
+            lambda: (s := kubelet.status("credit")).get("phase") == "Running" and s, what="Running"
+        )
+    finally:
+        second.stop()
+    assert [v["number"] for v in status["versions"]] == [1]
+    assert set(kubelet.configmaps("credit")) == {"credit-v1"}
+    creates = [
+        c for c in cluster.requests() if c.verb == "create" and c.resource == "configmaps" and c.name is None
+    ]
+    assert len([c for c in creates if (c.body or {}).get("metadata", {}).get("name") == "credit-v1"]) <= 2

@@ -570,11 +570,16 @@ def render_diff(
     style = Style(color)
     lines = [style(f"{name}: v{a.number} → v{b.number}", "bold"), ""]
     lines.append(style("MANIFEST", "bold"))
-    for label, key in (("generator", "generator"), ("created", "createdAt"), ("code sha256", "codeSha256")):
-        before, after = a.manifest.get(key), b.manifest.get(key)
-        shown_a = _short(before)[:12] if key == "codeSha256" else _short(before)
-        shown_b = _short(after)[:12] if key == "codeSha256" else _short(after)
-        lines.extend(_wrap_after(f"  {label + ':':<14}", f"{shown_a} → {shown_b}", width))
+    ma, mb = a.manifest, b.manifest
+    summary = (
+        ("generator", _generator_text(ma.get("generator")), _generator_text(mb.get("generator"))),
+        ("created", str(ma.get("createdAt", "?")), str(mb.get("createdAt", "?"))),
+        ("code sha256", str(ma.get("codeSha256", "?"))[:12], str(mb.get("codeSha256", "?"))[:12]),
+        ("spec hash", str(ma.get("specHash", "?"))[:12], str(mb.get("specHash", "?"))[:12]),
+    )
+    for label, before, after in summary:
+        text = f"{before} (unchanged)" if before == after else f"{before} → {after}"
+        lines.extend(_wrap_after(f"  {label + ':':<14}", text, width))
     changes = manifest_changes(a.manifest, b.manifest)
     if not changes:
         lines.append("  (no differences in remedies, feedback, escalations, lessons, choices or spec)")
@@ -592,6 +597,13 @@ def render_diff(
     else:
         lines.append("  (monitor.py is identical)")
     return "\n".join(lines) + "\n"
+
+
+def _generator_text(generator: Any) -> str:
+    if not isinstance(generator, Mapping):
+        return "?"
+    details = [f"{key} {generator[key]}" for key in ("template", "model") if generator.get(key)]
+    return str(generator.get("kind", "?")) + (f" ({', '.join(details)})" if details else "")
 
 
 def _change_lines(change: Change, style: Style, width: int) -> list[str]:

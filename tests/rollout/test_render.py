@@ -11,6 +11,7 @@ from poet_operator.rollout import manual, render
 from poet_operator.rollout.render import VersionPayload
 
 from tests.rollout.monitors import NOW, fresh, mid_canary
+from tests.rollout.world import World
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -41,7 +42,8 @@ def test_status_header_of_a_monitor_mid_canary() -> None:
     assert header["Stable"] == "v2 (fraud-v2, template)"
     assert header["Canary"] == "v3 (fraud-v3, template)"
     # readySince is 90 s before NOW, analysis takes 300 s: 30 % of the bar.
-    assert header["Analysis"].startswith("[###-------] ready 90s of 5m, restarts 0/2 tolerated")
+    assert header["Analysis"] == "[###-------] ready 90s of 5m, restarts 0/2 tolerated"
+    assert header["Verdict"] == "error rate 0.00 vs stable 0.02"
     assert header["Health"] == "⚠ warning, drift score 0.31, 2 drifted: income, country, evaluated 30s ago"
     assert header["Regenerations"] == "1/3 used"
     assert header["Last action"].startswith("poet.dev/regenerate=2026-12-01T09:00:00Z → generated v2")
@@ -114,6 +116,7 @@ def test_paused_backoff_hold_and_pending_requests_are_shown() -> None:
     obj = mid_canary()
     obj["metadata"]["annotations"] = {manual.ANNOTATION_PAUSED: "true", manual.ANNOTATION_PROMOTE: "t"}
     obj["status"].update(
+        paused=True,
         regenerations={"used": 3, "budget": 3},
         nextRegenerationAfter=(NOW + timedelta(seconds=40)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         hold="aborted by a person: waiting for a spec change or poet.dev/regenerate",
@@ -132,6 +135,24 @@ def test_paused_backoff_hold_and_pending_requests_are_shown() -> None:
     assert header["Hold"].startswith("aborted by a person")
     assert header["Generating"] == "v4 (crash-feedback, answers OOMKilled) for 12s"
     assert header["Requested"] == "promote (waiting for the operator)"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "acknowledged", "shown"),
+    [
+        ("true", True, "◌ Canary  ॥ Paused"),
+        ("true", False, "◌ Canary  ॥ Pause requested (waiting for the operator)"),
+        (None, True, "◌ Canary  ॥ Paused (resume requested, waiting for the operator)"),
+        ("false", False, "◌ Canary"),
+        (None, False, "◌ Canary"),
+    ],
+)
+def test_pause_as_asked_and_as_acknowledged(annotation: str | None, acknowledged: bool, shown: str) -> None:
+    obj = mid_canary()
+    if annotation is not None:
+        obj["metadata"]["annotations"][manual.ANNOTATION_PAUSED] = annotation
+    obj["status"]["paused"] = acknowledged
+    assert _header(render.render_status(obj, NOW))["Phase"] == shown
 
 
 def test_canary_waiting_for_ready_pods() -> None:
@@ -347,3 +368,48 @@ def test_request_messages_say_what_happens_and_when_there_is_nothing_to_do() -> 
     assert "but it has no canary now" in manual.request_message("promote", idle)
     assert "but no canary or generation is in progress" in manual.request_message("abort", idle)
     assert manual.request_message("resume", obj) == "fraud resumed (it was not paused)"
+
+
+# -- statuses the state machine writes -------------------------------------------------------------------
+
+
+def _as_object(world: World) -> dict:
+    return {
+        "metadata": {
+            "name": "m",
+            "namespace": "ml",
+            "generation": world.generation,
+            "annotations": dict(world.annotations),
+        },
+        "spec": world.spec,
+        "status": world.status.to_dict(),
+    }
+
+
+def test_render_follows_the_machine_from_crash_to_canary_to_promotion() -> None:
+    world = World(spec={"model": "credit", "rollout": {"canaryAnalysisSeconds": 60}})
+    world.settle()
+    world.crash("stable", reason="OOMKilled", exit_code=137)
+    world.step()
+    world.finish_generations()
+    world.step()
+    world.pods_ready("canary")
+    world.step()
+    world.advance(30)
+    world.step()
+    mid = render.render_status(_as_object(world), world.now)
+    header = _header(mid)
+    assert header["Phase"] == "◌ Canary"
+    assert header["Stable"].startswith("v1 ") and header["Canary"].startswith("v2 ")
+    assert header["Analysis"] == "[#####-----] ready 30s of 60s, restarts 0/2 tolerated"
+    assert "Verdict" not in header  # the machine's verdict is the message already
+    assert header["Health"] == "⚠ warning, drift score 0.1, 1 drifted: income"
+    assert _section(mid, "LAST FAILURE")[0].strip().startswith("✖ OOMKilled (exit 137) on pod pod-stable-")
+    assert _section(mid, "VERSIONS")[1].split()[:3] == ["v2", "◌", "canary"]
+    world.advance(31)
+    world.step()
+    done = render.render_status(_as_object(world), world.now)
+    assert _header(done)["Canary"] == "-" and _header(done)["Stable"].startswith("v2 ")
+    assert "Analysis" not in _header(done)
+    history = render.render_history(_as_object(world), world.now).splitlines()
+    assert [row.split()[:3] for row in history[1:3]] == [["v2", "✔", "promoted"], ["v1", "·", "superseded"]]

@@ -230,6 +230,12 @@ def test_no_cluster_reachable(tmp_path: Path, capsys) -> None:
 
 
 def test_kubeconfig_problems(tmp_path: Path, capsys, cluster: EmulatedCluster) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("{}\n")
+    code, _, err = run(capsys, "status", "fraud", "--kubeconfig", str(empty))
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: no usable kubeconfig ({empty}): ")
+    assert err.endswith("; pass --kubeconfig or set KUBECONFIG\n")
     code, _, err = run(capsys, "status", "fraud", "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and err == f"error: kubeconfig {tmp_path / 'missing'} does not exist\n"
     code, _, err = run(
@@ -288,3 +294,53 @@ def test_kubectl_poet_as_a_real_kubectl_plugin(cluster: EmulatedCluster, tmp_pat
     assert (
         missing.stderr == "error: modelmonitor 'nope' not found in namespace ml (see: kubectl get mm -n ml)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "message", "expected"),
+    [
+        (
+            401,
+            "Unauthorized",
+            "Unauthorized",
+            "error: unauthorized: the API server at {url} refused the kubeconfig's credentials; "
+            "log in again\n",
+        ),
+        (
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            "error: the cluster does not serve modelmonitors.poet.dev: install the ModelMonitor CRD "
+            "(kubectl apply -f crds/modelmonitor.yaml)\n",
+        ),
+        (
+            500,
+            "InternalError",
+            "etcdserver: request timed out",
+            "error: the API server answered 500 to get modelmonitors.poet.dev 'fraud' in namespace ml: "
+            "etcdserver: request timed out\n",
+        ),
+    ],
+)
+def test_other_api_errors_are_one_line(
+    cluster: EmulatedCluster, capsys, status: int, reason: str, message: str, expected: str
+) -> None:
+    cluster.fail("get", MODELMONITORS, status, reason, message)
+    code, out, err = run(capsys, "status", "fraud", "--kubeconfig", str(cluster.kubeconfig))
+    assert code == 1 and out == ""
+    assert err == expected.format(url=cluster.url)
+
+
+def test_colors_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from poet_operator.k8s.user_commands import Terminal
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    leader, follower = os.openpty()  # a real pseudo-terminal
+    try:
+        with os.fdopen(follower, "w") as tty, open(os.devnull, "w") as not_a_tty:
+            assert Terminal.detect(tty).color is True
+            assert Terminal.detect(not_a_tty).color is False
+            monkeypatch.setenv("NO_COLOR", "1")
+            assert Terminal.detect(tty).color is False
+    finally:
+        os.close(leader)

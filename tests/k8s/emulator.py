@@ -149,10 +149,11 @@ class EmulatedCluster:
         self.kmock.objects[resource, meta.get("namespace"), meta["name"]] = json.loads(json.dumps(obj))
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        key = (resource, namespace, name)
-        if key not in self.kmock.objects or self.kmock.objects[key].deleted:
+        try:  # `in` would not parse the resource string (kmock 0.8); indexing does
+            stored = self.kmock.objects[resource, namespace, name]
+        except KeyError:
             return None
-        return json.loads(json.dumps(self.kmock.objects[key].raw, default=_unwrap))
+        return None if stored.deleted else json.loads(json.dumps(stored.raw, default=_unwrap))
 
     def history(self, resource: str, namespace: str | None, name: str) -> list[dict[str, Any] | None]:
         versions = self.kmock.objects[resource, namespace, name].history

@@ -98,8 +98,9 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
             )
     except ConfigException as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        reason = _one_line(str(exc)).rstrip(".")
         raise UserCommandError(
-            f"no usable kubeconfig ({where}): {_one_line(str(exc))}; pass --kubeconfig or set KUBECONFIG"
+            f"no usable kubeconfig ({where}): {reason}; pass --kubeconfig or set KUBECONFIG"
         ) from None
     configuration.retries = 1  # one retry on a dropped connection, not urllib3's three
     return Session(

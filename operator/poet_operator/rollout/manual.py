@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-ANNOTATION_PROMOTE = "poet.dev/promote"
-ANNOTATION_ABORT = "poet.dev/abort"
-ANNOTATION_REGENERATE = "poet.dev/regenerate"
-ANNOTATION_PAUSED = "poet.dev/paused"
-ONE_SHOT_ANNOTATIONS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_REGENERATE)
+from poet_operator.rollout.machine import ABORT as ANNOTATION_ABORT
+from poet_operator.rollout.machine import ONE_SHOT_ANNOTATIONS
+from poet_operator.rollout.machine import PAUSED as ANNOTATION_PAUSED
+from poet_operator.rollout.machine import PROMOTE as ANNOTATION_PROMOTE
+from poet_operator.rollout.machine import REGENERATE as ANNOTATION_REGENERATE
 
 ManualCommand = Literal["promote", "abort", "regenerate", "pause", "resume"]
 MANUAL_COMMANDS: tuple[ManualCommand, ...] = ("promote", "abort", "regenerate", "pause", "resume")
@@ -46,11 +46,31 @@ def annotation_patch(command: ManualCommand, now: datetime) -> dict[str, Any]:
     return {"metadata": {"annotations": {key: value}}}
 
 
-def is_paused(obj: Mapping[str, Any]) -> bool:
-    """Paused by the annotation (what a person asked) or in status (what the operator acknowledged)."""
+# The machine reads poet.dev/paused the same way: any value but these pauses.
+_NOT_PAUSED_WORDS = frozenset({"", "false", "0", "no", "off"})
+
+
+def pause_asked(obj: Mapping[str, Any]) -> bool:
+    """What a person asked for with the annotation."""
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    asked = str(annotations.get(ANNOTATION_PAUSED, "")).strip().lower() in ("true", "yes", "1")
-    return asked or bool((obj.get("status") or {}).get("paused"))
+    return str(annotations.get(ANNOTATION_PAUSED, "")).strip().lower() not in _NOT_PAUSED_WORDS
+
+
+def is_paused(obj: Mapping[str, Any]) -> bool:
+    """Paused as the operator acknowledged it in status, or as asked and not yet acknowledged."""
+    return pause_asked(obj) or bool((obj.get("status") or {}).get("paused"))
+
+
+def pause_state(obj: Mapping[str, Any]) -> str | None:
+    """The pause in words for the status header, or None when the rollout runs."""
+    asked, acknowledged = pause_asked(obj), bool((obj.get("status") or {}).get("paused"))
+    if asked and acknowledged:
+        return "Paused"
+    if asked:
+        return "Pause requested (waiting for the operator)"
+    if acknowledged:
+        return "Paused (resume requested, waiting for the operator)"
+    return None
 
 
 def request_message(command: ManualCommand, obj: Mapping[str, Any]) -> str:
@@ -89,5 +109,7 @@ __all__ = [
     "ManualCommand",
     "annotation_patch",
     "is_paused",
+    "pause_asked",
+    "pause_state",
     "request_message",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from poet_operator.rollout.manual import ONE_SHOT_ANNOTATIONS, is_paused
+from poet_operator.rollout.manual import ONE_SHOT_ANNOTATIONS, pause_state
 from poet_operator.rollout.status import MonitorStatus, VersionEntry
 
 DEFAULT_WIDTH = 100
@@ -43,7 +43,7 @@ HEALTH_SYMBOLS: dict[str, tuple[str, str]] = {
 STATE_SYMBOLS: dict[str, tuple[str, str]] = {
     "stable": ("✔", "green"),
     "canary": ("◌", "yellow"),
-    "promoted": ("✔", "dim"),
+    "promoted": ("✔", "green"),
     "superseded": ("·", "dim"),
     "rolled-back": ("↺", "red"),
     "rejected": ("✖", "red"),
@@ -196,8 +196,6 @@ def canary_progress(obj: Mapping[str, Any], now: datetime) -> str | None:
         bar = "#" * round(share * 10) + "-" * (10 - round(share * 10))
         parts.append(f"[{bar}] ready {human_duration(min(done, needed))} of {human_duration(needed)}")
     parts.append(f"restarts {canary.restarts}/{tolerance} tolerated")
-    if canary.analysis:
-        parts.append(canary.analysis)
     return ", ".join(parts)
 
 
@@ -219,8 +217,9 @@ def render_status(
     if spec.get("model"):
         add(_field("Model", str(spec["model"]), width))
     phase = _symbol(PHASE_SYMBOLS, status.phase, style)
-    if is_paused(obj):
-        phase += "  " + style(f"{PAUSED_SYMBOL} Paused", "yellow")
+    paused = pause_state(obj)
+    if paused:
+        phase += "  " + style(f"{PAUSED_SYMBOL} {paused}", "yellow")
     add(_field("Phase", phase, width))
     if status.message:
         add(_field("Message", status.message, width))
@@ -230,6 +229,9 @@ def render_status(
     progress = canary_progress(obj, now)
     if progress:
         add(_field("  Analysis", progress, width))
+        verdict = status.canary.analysis if status.canary is not None else ""
+        if verdict and verdict not in status.message:  # the message often says it already
+            add(_field("  Verdict", verdict, width))
     if status.pending is not None:
         pending = status.pending
         answers = f", answers {', '.join(pending.feedback)}" if pending.feedback else ""
@@ -250,9 +252,8 @@ def render_status(
         wait = human_duration((after - now).total_seconds())
         regen_text += f", next not before {status.next_regeneration_after} (in {wait})"
     add(_field("Regenerations", regen_text, width))
-    hold = raw_status.get("hold")
-    if hold:
-        add(_field("Hold", str(hold), width))
+    if status.hold:
+        add(_field("Hold", status.hold, width))
     requested = _requested_actions(obj)
     if requested:
         add(_field("Requested", requested, width))
@@ -289,7 +290,7 @@ def render_status(
 def _health_line(status: MonitorStatus, now: datetime, style: Style) -> str:
     health = status.health
     text = _symbol(HEALTH_SYMBOLS, health.overall, style)
-    if health.last_evaluated is None:
+    if health.last_evaluated is None and health.overall == "unknown":
         return text + " (not evaluated yet)"
     details = []
     if health.drift_score is not None:
@@ -300,7 +301,8 @@ def _health_line(status: MonitorStatus, now: datetime, style: Style) -> str:
         details.append(f"{count} drifted" + (f": {listed}" if listed else ""))
     else:
         details.append("no drifted features")
-    details.append(f"evaluated {age(health.last_evaluated, now)} ago")
+    if health.last_evaluated is not None:
+        details.append(f"evaluated {age(health.last_evaluated, now)} ago")
     return f"{text}, {', '.join(details)}"
 
 
@@ -570,11 +572,16 @@ def render_diff(
     style = Style(color)
     lines = [style(f"{name}: v{a.number} → v{b.number}", "bold"), ""]
     lines.append(style("MANIFEST", "bold"))
-    for label, key in (("generator", "generator"), ("created", "createdAt"), ("code sha256", "codeSha256")):
-        before, after = a.manifest.get(key), b.manifest.get(key)
-        shown_a = _short(before)[:12] if key == "codeSha256" else _short(before)
-        shown_b = _short(after)[:12] if key == "codeSha256" else _short(after)
-        lines.extend(_wrap_after(f"  {label + ':':<14}", f"{shown_a} → {shown_b}", width))
+    ma, mb = a.manifest, b.manifest
+    summary = (
+        ("generator", _generator_text(ma.get("generator")), _generator_text(mb.get("generator"))),
+        ("created", str(ma.get("createdAt", "?")), str(mb.get("createdAt", "?"))),
+        ("code sha256", str(ma.get("codeSha256", "?"))[:12], str(mb.get("codeSha256", "?"))[:12]),
+        ("spec hash", str(ma.get("specHash", "?"))[:12], str(mb.get("specHash", "?"))[:12]),
+    )
+    for label, before, after in summary:
+        text = f"{before} (unchanged)" if before == after else f"{before} → {after}"
+        lines.extend(_wrap_after(f"  {label + ':':<14}", text, width))
     changes = manifest_changes(a.manifest, b.manifest)
     if not changes:
         lines.append("  (no differences in remedies, feedback, escalations, lessons, choices or spec)")
@@ -592,6 +599,13 @@ def render_diff(
     else:
         lines.append("  (monitor.py is identical)")
     return "\n".join(lines) + "\n"
+
+
+def _generator_text(generator: Any) -> str:
+    if not isinstance(generator, Mapping):
+        return "?"
+    details = [f"{key} {generator[key]}" for key in ("template", "model") if generator.get(key)]
+    return str(generator.get("kind", "?")) + (f" ({', '.join(details)})" if details else "")
 
 
 def _change_lines(change: Change, style: Style, width: int) -> list[str]:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kmock import KubernetesNotFoundError
+
 from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, load_client, monitor_path
 from poet_operator.k8s.main import build_operator
 from poet_operator.k8s.reconciler import OperatorConfig
@@ -32,7 +34,7 @@ RUNTIME_IMAGE = "poet-monitor/runtime:test"
 
 
 def eventually(
-    predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.05, what: str = ""
+    predicate: Callable[[], Any], *, timeout: float = 120.0, interval: float = 0.05, what: str = ""
 ) -> Any:
     """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -291,7 +293,7 @@ class Kubelet:
     def _report(self, request: Any) -> Any:
         pod = self._pod_of(request)
         if pod is None:
-            return 404, {"error": "no such pod"}
+            raise KubernetesNotFoundError()
         name = pod["metadata"]["name"]
         labels = pod["metadata"]["labels"]
         reference = self.references.get(name)
@@ -315,13 +317,13 @@ class Kubelet:
         pod = self._pod_of(request)
         data = self.references.get(pod["metadata"]["name"]) if pod else None
         if data is None:
-            return 404, {"error": "no reference yet"}
+            raise KubernetesNotFoundError()
         return 200, {"X-Poet-Reference-Sha256": _sha(data)}, data
 
     def _post_reference(self, request: Any) -> Any:
         pod = self._pod_of(request)
         if pod is None:
-            return 404, {"error": "no such pod"}
+            raise KubernetesNotFoundError()
         self.references[pod["metadata"]["name"]] = bytes(request.body)
         self.posted_references.append((pod["metadata"]["name"], bytes(request.body)))
         return {"reference_rows": 100}

@@ -111,8 +111,12 @@ def test_crash_regenerates_a_canary_that_is_promoted_and_teaches_the_next_monito
     stable_pod = kubelet.pods("credit", "stable")[0]["metadata"]["name"]
     kubelet.crash(stable_pod, reason="OOMKilled", exit_code=137)
     eventually(lambda: "credit-v2" in kubelet.configmaps("credit"), what="version 2's ConfigMap")
-    status = eventually(lambda: (s := kubelet.status("credit")).get("canaryVersion") == 2 and s, what="canary")
-    assert status["lastFailure"]["reason"] == "OOMKilled" and status["lastFailure"]["signature"] == "OOMKilled"
+    status = eventually(
+        lambda: (s := kubelet.status("credit")).get("canaryVersion") == 2 and s, what="canary"
+    )
+    assert (
+        status["lastFailure"]["reason"] == "OOMKilled" and status["lastFailure"]["signature"] == "OOMKilled"
+    )
     canary = eventually(lambda: kubelet.deployment("credit-canary"), what="the canary Deployment")
     assert canary["spec"]["template"]["metadata"]["labels"]["poet.dev/role"] == "canary"
     manifest = json.loads(kubelet.configmaps("credit")["credit-v2"]["data"]["manifest.json"])
@@ -140,7 +144,10 @@ def test_crash_regenerates_a_canary_that_is_promoted_and_teaches_the_next_monito
     kubelet.apply("fraud", {**SPEC, "model": "fraud-model"})
     eventually(lambda: "fraud-v1" in kubelet.configmaps("fraud"), what="fraud's version 1")
     fraud = json.loads(kubelet.configmaps("fraud")["fraud-v1"]["data"]["manifest.json"])
-    assert [(x["signature"], x["remedy"]) for x in fraud["lessonsApplied"]] == [("OOMKilled", "bounded_memory")]
+    assert [(x["signature"], x["remedy"]) for x in fraud["lessonsApplied"]] == [
+        ("OOMKilled", "bounded_memory")
+    ]
+    eventually(lambda: kubelet.deployment("fraud"), what="fraud's Deployment")
     kubelet.sync("fraud")
     status = eventually(lambda: (s := kubelet.status("fraud")).get("phase") == "Running" and s, what="fraud")
     assert status["versions"][0]["lessonsApplied"] == ["OOMKilled:bounded_memory"]
@@ -153,7 +160,7 @@ CRASH_RECORD = json.dumps(
         "phase": "run",
         "signature": {"exception": "KeyError", "location": "monitor.py:42 in monitor_features"},
         "message": "3 consecutive failed evaluations (limit 3); last: KeyError: 'brand_new'",
-        "traceback": "Traceback (most recent call last):\n  File \"monitor.py\", line 42, in monitor_features\n"
+        "traceback": 'Traceback (most recent call last):\n  File "monitor.py", line 42, in monitor_features\n'
         "KeyError: 'brand_new'\n",
         "version": 2,
     }
@@ -206,10 +213,14 @@ def test_a_bad_spec_gets_a_condition_and_an_event_naming_the_field(
     eventually(lambda: "broken-v1" in kubelet.configmaps("broken"), what="version 1 after the fix")
 
 
-def test_manual_annotations_act_once_and_are_acknowledged(kubelet: Kubelet, operator: OperatorProcess) -> None:
+def test_manual_annotations_act_once_and_are_acknowledged(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
     running_monitor(kubelet)
     kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/regenerate": "true"}}})
-    status = eventually(lambda: (s := kubelet.status("credit")).get("canaryVersion") == 2 and s, what="canary")
+    status = eventually(
+        lambda: (s := kubelet.status("credit")).get("canaryVersion") == 2 and s, what="canary"
+    )
     assert status["versions"][-1]["reason"] == "manual"
     assert status["lastManualAction"]["annotation"] == "poet.dev/regenerate"
     annotations = kubelet.monitor("credit")["metadata"].get("annotations") or {}

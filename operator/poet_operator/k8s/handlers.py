@@ -68,7 +68,9 @@ def connection_info(config: Any) -> kopf.ConnectionInfo:
     """kopf's credentials from a `kubernetes.client.Configuration` (token, client certificate or basic)."""
     header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
     parts = header.split(" ", 1) if header else []
-    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    scheme, token = (
+        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    )
     return kopf.ConnectionInfo(
         server=config.host,
         ca_path=config.ssl_ca_cert,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from kmock import KubernetesNotFoundError
-
 from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, load_client, monitor_path
 from poet_operator.k8s.main import build_operator
 from poet_operator.k8s.reconciler import OperatorConfig

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from poet_operator.k8s.api import core_path
+
 from tests.k8s.emulator import EmulatedCluster, running_emulator
 from tests.k8s.operator_harness import NS, OPERATOR_NS, Kubelet, OperatorProcess, eventually
 

@@ -344,3 +344,17 @@ def test_colors_only_on_a_terminal_and_never_with_no_color(monkeypatch: pytest.M
             assert Terminal.detect(tty).color is False
     finally:
         os.close(leader)
+
+
+def test_a_status_this_version_cannot_read_is_one_line(cluster: EmulatedCluster, capsys) -> None:
+    obj = mid_canary("fraud", NS)
+    obj["status"]["phase"] = "Hibernating"  # a phase from some future operator
+    cluster.put(MODELMONITORS, obj)
+    code, out, err = run(capsys, "status", "fraud", "--kubeconfig", str(cluster.kubeconfig))
+    assert code == 1 and out == ""
+    assert err.startswith(
+        "error: the status of fraud is not what this version of poetmon reads (status.phase: "
+    )
+    assert err.endswith("; use -o json, or upgrade poetmon\n") and err.count("\n") == 1
+    code, out, _ = run(capsys, "status", "fraud", "--kubeconfig", str(cluster.kubeconfig), "-o", "json")
+    assert code == 0 and json.loads(out)["status"]["phase"] == "Hibernating"

@@ -374,11 +374,20 @@ def user_command(
     now: datetime | None = None,
 ) -> int:
     """Run one user command against the cluster; 0 on success, 1 with `error: ...` on stderr."""
+    from pydantic import ValidationError
+
     term = terminal or Terminal.detect()
     try:
         session = connect(kubeconfig, context, namespace)
         try:
             text = _run(command, session, name, output, versions, term, now or datetime.now(UTC))
+        except ValidationError as exc:  # a status written by a newer (or broken) operator
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            raise UserCommandError(
+                f"the status of {name} is not what this version of poetmon reads (status.{where}: "
+                f"{first.get('msg', 'invalid')}); use -o json, or upgrade poetmon"
+            ) from None
         finally:
             session.api.close()
     except UserCommandError as exc:

@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -247,7 +248,9 @@ def running_emulator(directory: Path, namespace: str = "default") -> Iterator[Em
     async def serve() -> None:
         try:
             emulator = kmock.KubernetesEmulator()
-            emulator.resources.load_bundled()
+            with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with a deprecated helper
+                warnings.simplefilter("ignore", DeprecationWarning)
+                emulator.resources.load_bundled()
             emulator.resources[MODELMONITORS] = _MODELMONITOR_INFO
             async with emulator, kmock.Server(emulator) as server:
                 box.update(

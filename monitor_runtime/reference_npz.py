@@ -10,21 +10,23 @@ Archive members (`c<i>` is the i-th column of the header, so any column name is 
 
 | member | dtype, shape | what |
 |---|---|---|
-| `header` | uint8 (JSON text) | `{"format": "poet.reference", "version": 1, "rows", "columns": [{"name", "kind"}], "sha256"}` |
+| `header` | uint8 (JSON text) | `format` ("poet.reference"), `version` (1), `rows`, `columns`, `sha256` |
 | `c<i>_values` | float64 (rows,) | a `numeric` column, NaN for missing |
 | `c<i>_utf8` | uint8 (any) | a `text` column's values, UTF-8, one after the other |
 | `c<i>_offsets` | int64 (rows + 1,) | where each value starts in `_utf8`; the last entry is its length |
 | `c<i>_missing` | bool (rows,) | True where the value is missing (None); its slice is empty |
 
-The fingerprint (`sha256`) is computed from the canonical columns (names, order, kinds and values, all NaNs
-alike), not from the archive's bytes, so two pods holding the same reference report the same fingerprint
-whichever way it reached them.
+`columns` lists `{"name", "kind"}` in order, `kind` being `numeric` or `text`. The fingerprint (`sha256`)
+is computed from the canonical columns (names, order, kinds and values, all NaNs alike), not from the
+archive's bytes, so two pods holding the same reference report the same fingerprint whichever way it
+reached them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import zipfile
@@ -228,7 +230,8 @@ def _decode_members(npz: Any, *, max_bytes: int, max_rows: int) -> dict[str, np.
     expected = {HEADER_MEMBER}
     arrays: dict[str, np.ndarray] = {}
     for i, col in enumerate(header["columns"]):
-        names = [f"c{i}_values"] if col["kind"] == NUMERIC else [f"c{i}_utf8", f"c{i}_offsets", f"c{i}_missing"]
+        parts = ("values",) if col["kind"] == NUMERIC else ("utf8", "offsets", "missing")
+        names = [f"c{i}_{part}" for part in parts]
         for member in names:
             if member not in members:
                 raise ValueError(
@@ -349,11 +352,9 @@ def _decode_text(index: int, utf8: np.ndarray, offsets: np.ndarray, missing: np.
     bounds = offsets.tolist()
     out = np.empty(len(missing), dtype=object)
     try:
-        out[:] = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(bounds, bounds[1:], strict=False)]
+        out[:] = [raw[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(bounds)]
     except UnicodeDecodeError:
-        row = next(
-            r for r, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)) if not _is_utf8(raw[a:b])
-        )
+        row = next(r for r, (a, b) in enumerate(itertools.pairwise(bounds)) if not _is_utf8(raw[a:b]))
         raise ValueError(f"member c{index}_utf8: row {row} is not valid UTF-8") from None
     out[missing] = None
     return out

@@ -112,14 +112,17 @@ class Runtime:
                 status=422,
             )
 
-    async def reference_from_body(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    async def reference_from_body(
+        self, body: bytes, content_type: str, *, source: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Parse a reference body and hand it to the monitor: (HTTP status, JSON body); BadRequest on 4xx.
 
-        An npz body is a reference built by another pod of this monitor (`transfer`); any other format is
-        `uploaded`.
+        Unless `source` says otherwise, an npz body is a reference another pod of this monitor built
+        (`transfer`) and any other format is `uploaded`.
         """
         batch = await _parse(body, content_type, self.schema(reference=True))
-        source = "transfer" if _media_type(content_type) == reference_npz.MEDIA_TYPE else "uploaded"
+        if source is None:
+            source = "transfer" if _media_type(content_type) == reference_npz.MEDIA_TYPE else "uploaded"
         return await self.accept_reference(batch, source=source)
 
     async def accept_reference(self, batch: Batch, *, source: str) -> tuple[int, dict[str, Any]]:

@@ -326,7 +326,9 @@ class MonitorProcess:
             self._reference_file_refused(path, None, str(exc))
             return False
         try:
-            status, answer = await self.runtime.reference_from_body(body, reference_npz.MEDIA_TYPE)
+            status, answer = await self.runtime.reference_from_body(
+                body, reference_npz.MEDIA_TYPE, source="file"
+            )
         except BadRequest as exc:
             status, answer = exc.status, exc.body()
         if status != 200:

@@ -390,6 +390,7 @@ class MonitorProcess:
             pid=os.getpid(),
             window=self.evaluator.plan.as_dict(),
             has_reference=self.evaluator.has_reference,
+            reference=self.evaluator.reference.summary() if self.evaluator.reference is not None else None,
         )
         return bound_port
 

@@ -7,6 +7,7 @@ import io
 import json
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -254,5 +255,10 @@ def test_poetmon_serve_loads_the_reference_file_before_the_first_batch(
     assert report["reference"] == {"rows": 400, "sha256": encoded.sha256, "source": "file"}
     status, body = http("GET", server.url + "/v1/reference")
     assert status == 200 and reference_fingerprint(decode_reference(body)) == encoded.sha256
+    started = [e for e in server.log_events() if e.get("event") == "runtime.started"]
+    assert started[0]["reference"] == report["reference"]
+    head = urllib.request.Request(server.url + "/v1/reference", method="HEAD")
+    with urllib.request.urlopen(head, timeout=10) as resp:  # the fingerprint without the body
+        assert resp.headers["X-Poet-Reference-Sha256"] == encoded.sha256 and resp.read() == b""
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0

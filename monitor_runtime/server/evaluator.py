@@ -144,6 +144,10 @@ class HeldReference:
     encoded: EncodedReference
     source: str
 
+    def __post_init__(self) -> None:
+        if self.source not in REFERENCE_SOURCES:
+            raise ValueError(f"reference source {self.source!r} is not one of {REFERENCE_SOURCES}")
+
     def summary(self) -> dict[str, Any]:
         return {"rows": self.encoded.rows, "sha256": self.encoded.sha256, "source": self.source}
 

@@ -249,7 +249,7 @@ def test_poetmon_serve_loads_the_reference_file_before_the_first_batch(
     ref_file = tmp_path / "reference.npz"
     ref_file.write_bytes(encoded.npz)
     server = server_factory(code_dir, reference_file=ref_file)
-    server.wait_ready()
+    server.wait_ready(timeout=60)  # a cold interpreter start on a loaded machine
     report = json.loads(http("GET", server.url + "/v1/report")[1])
     assert report["status"] == "waiting_for_data"
     assert report["reference"] == {"rows": 400, "sha256": encoded.sha256, "source": "file"}

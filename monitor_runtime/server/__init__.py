@@ -9,13 +9,21 @@ def serve(
     port: int = 8080,
     checkpoint_dir: str | None = None,
     termination_log: str = "/dev/termination-log",
+    reference_file: str | None = None,
 ) -> int:
     """Run one monitor version until told to stop; the process exit code (see docs/runtime.md)."""
     # Imported here so the package's small modules (parsing, crash records, the report page) can be used
     # without loading aiohttp and the HTTP stack.
     from monitor_runtime.server.runner import serve as run
 
-    return run(code_dir, host=host, port=port, checkpoint_dir=checkpoint_dir, termination_log=termination_log)
+    return run(
+        code_dir,
+        host=host,
+        port=port,
+        checkpoint_dir=checkpoint_dir,
+        termination_log=termination_log,
+        reference_file=reference_file,
+    )
 
 
 __all__ = ["serve"]

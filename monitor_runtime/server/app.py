@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from monitor_runtime import json_safe
+from monitor_runtime import json_safe, reference_npz
 from monitor_runtime.server.distributions import DistributionTracker
-from monitor_runtime.server.evaluator import Evaluator
+from monitor_runtime.server.evaluator import Evaluator, prepare_reference
 from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from monitor_runtime.server.parsing import CATEGORICAL, NUMERIC, BadRequest, Batch, Schema, parse_body
 from monitor_runtime.server.report_page import render_report_page
@@ -89,9 +89,15 @@ class Runtime:
             )
         self.unknown_columns.update(new)
 
-    def check_reference(self, batch: Batch) -> None:
-        """Refuse (422) a reference no drift test can use, before it reaches the monitor."""
+    def check_reference(self, batch: Batch, *, built_by_a_pod: bool = False) -> None:
+        """Refuse (422) a reference no drift test can use, before it reaches the monitor.
+
+        A reference another pod of this monitor built from its first window (npz, or the mounted file) may
+        be as small as the spec's `reference.size`, which that pod accepted.
+        """
         need = self.settings.min_reference_rows
+        if built_by_a_pod:
+            need = min(need, self.evaluator.reference_size)
         if batch.n_rows < need:
             raise BadRequest(
                 f"reference has {batch.n_rows} rows; at least {need} are needed: send a larger sample",
@@ -105,6 +111,55 @@ class Runtime:
                 f"(got {sorted(batch.columns)[:20]}): send the model's feature columns",
                 status=422,
             )
+
+    async def reference_from_body(
+        self, body: bytes, content_type: str, *, source: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Parse a reference body and hand it to the monitor: (HTTP status, JSON body); BadRequest on 4xx.
+
+        Unless `source` says otherwise, an npz body is a reference another pod of this monitor built
+        (`transfer`) and any other format is `uploaded`.
+        """
+        batch = await _parse(body, content_type, self.schema(reference=True))
+        if source is None:
+            source = "transfer" if _media_type(content_type) == reference_npz.MEDIA_TYPE else "uploaded"
+        return await self.accept_reference(batch, source=source)
+
+    async def accept_reference(self, batch: Batch, *, source: str) -> tuple[int, dict[str, Any]]:
+        """Check a parsed reference and hand it to the monitor: (HTTP status, JSON body).
+
+        The one path for `POST /v1/reference` and `--reference-file`, so the monitor sees a reference the
+        same way whichever way it came. A reference equal to the one in force (same sha256) is not handed
+        over again: the monitor keeps whatever it built on it.
+        """
+        self.check_reference(batch, built_by_a_pod=source in ("transfer", "file"))
+        loop = asyncio.get_running_loop()
+        columns, encoded = await loop.run_in_executor(None, prepare_reference, batch.columns)
+        held = self.evaluator.reference
+        if held is not None and held.encoded.sha256 == encoded.sha256:
+            return 200, {
+                "reference_rows": batch.n_rows,
+                "columns": sorted(batch.columns),
+                "sha256": encoded.sha256,
+                "source": held.source,
+                "unchanged": True,
+            }
+        refused = await self.evaluator.set_reference(columns, batch.n_rows, encoded=encoded, source=source)
+        if refused is not None:
+            self.metrics.errors.labels("reference_rejected").inc()
+            return 422, {
+                "error": f"the monitor refused this reference: {refused['message']}; the previous reference "
+                "stays in place",
+                "signature": refused.get("signature"),
+                "message": refused.get("message"),
+            }
+        return 200, {
+            "reference_rows": batch.n_rows,
+            "columns": sorted(batch.columns),
+            "sha256": encoded.sha256,
+            "source": source,
+            "unchanged": False,
+        }
 
     def note_reference(self, columns: Mapping[str, np.ndarray], n_rows: int) -> None:
         """Remember the reference's column kinds and bins (for type checks and the report page)."""
@@ -157,6 +212,11 @@ class Runtime:
             },
             "predictions": ev.latest_predictions,
             "failures": {**ev.tracker.summary(), "last": ev.last_failure},
+            "reference": (
+                ev.reference.summary()
+                if ev.reference is not None
+                else {"rows": None, "sha256": None, "source": None}
+            ),
         }
         return body
 
@@ -271,6 +331,10 @@ async def _parse(body: bytes, content_type: str, schema: Schema) -> Batch:
     return await asyncio.get_running_loop().run_in_executor(None, parse_body, body, content_type, schema)
 
 
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def _runtime(request: web.Request) -> Runtime:
     return request.app[RUNTIME_KEY]  # type: ignore[return-value]
 
@@ -302,26 +366,39 @@ async def post_batch(request: web.Request) -> web.Response:
 
 
 async def post_reference(request: web.Request) -> web.Response:
-    """Set or replace the reference."""
+    """Set or replace the reference: any batch format (`uploaded`) or another pod's npz (`transfer`)."""
     rt = _runtime(request)
     if rt.evaluator.fatal or rt.shutting_down:
         raise BadRequest("the monitor is shutting down; retry against another replica", status=503)
     body = await _read_limited(request, rt.settings.max_reference_bytes)
-    batch = await _parse(body, request.content_type, rt.schema(reference=True))
-    rt.check_reference(batch)
-    refused = await rt.evaluator.set_reference(batch.columns, batch.n_rows)
-    if refused is not None:
-        rt.metrics.errors.labels("reference_rejected").inc()
-        return web.json_response(
-            {
-                "error": f"the monitor refused this reference: {refused['message']}; the previous reference "
-                "stays in place",
-                "signature": refused.get("signature"),
-                "message": refused.get("message"),
-            },
-            status=422,
-        )
-    return web.json_response({"reference_rows": batch.n_rows, "columns": sorted(batch.columns)}, status=200)
+    status, answer = await rt.reference_from_body(body, request.content_type)
+    return web.json_response(answer, status=status)
+
+
+async def get_reference(request: web.Request) -> web.Response:
+    """The reference this runtime handed to its monitor, as npz data (404 before there is one)."""
+    rt = _runtime(request)
+    held = rt.evaluator.reference
+    if held is None:
+        if rt.evaluator.has_reference:
+            message = (
+                "this runtime resumed from a checkpoint that holds no copy of its reference; it has one "
+                "again after the next POST /v1/reference"
+            )
+        else:
+            message = "no reference yet: waiting for POST /v1/reference or for the first window"
+        return web.json_response({"error": message}, status=404)
+    e = held.encoded
+    return web.Response(
+        body=e.npz,
+        headers={
+            "Content-Type": reference_npz.MEDIA_TYPE,
+            "X-Poet-Reference-Sha256": e.sha256,
+            "X-Poet-Reference-Rows": str(e.rows),
+            "X-Poet-Reference-Source": held.source,
+            "ETag": f'"{e.sha256}"',
+        },
+    )
 
 
 async def get_report(request: web.Request) -> web.Response:
@@ -405,6 +482,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app[RUNTIME_KEY] = runtime
     app.router.add_post("/v1/batches", post_batch)
     app.router.add_post("/v1/reference", post_reference)
+    app.router.add_get("/v1/reference", get_reference)
     app.router.add_get("/v1/report", get_report)
     app.router.add_get("/report", get_report_page)
     app.router.add_get("/healthz", get_healthz)

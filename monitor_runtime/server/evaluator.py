@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor_runtime.reference_npz import EncodedReference, canonical_columns, encode_reference
 from monitor_runtime.server.crash import (
     FailureTracker,
     batch_profile,
@@ -128,6 +129,50 @@ def concat_batches(
     return columns, preds, acts
 
 
+# Where the reference the runtime handed to the monitor came from (shown in the report).
+REFERENCE_SOURCES = ("uploaded", "first_window", "file", "transfer")
+
+
+@dataclass(frozen=True)
+class HeldReference:
+    """The runtime's copy of the reference it handed to the monitor, as npz data, and where it came from.
+
+    Kept encoded (compressed, immutable): generated code may change the arrays it was given, and the copy is
+    served as is (`GET /v1/reference`) and written into checkpoints.
+    """
+
+    encoded: EncodedReference
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.source not in REFERENCE_SOURCES:
+            raise ValueError(f"reference source {self.source!r} is not one of {REFERENCE_SOURCES}")
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.encoded.rows, "sha256": self.encoded.sha256, "source": self.source}
+
+    def to_state(self) -> dict[str, Any]:
+        e = self.encoded
+        columns = list(e.columns)
+        return {"npz": e.npz, "sha256": e.sha256, "rows": e.rows, "columns": columns, "source": self.source}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> HeldReference:
+        encoded = EncodedReference(
+            npz=bytes(state["npz"]),
+            sha256=str(state["sha256"]),
+            rows=int(state["rows"]),
+            columns=tuple(state["columns"]),
+        )
+        return cls(encoded=encoded, source=str(state["source"]))
+
+
+def prepare_reference(columns: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], EncodedReference]:
+    """The columns in the form every pod hands to its monitor, and their npz encoding (CPU-bound)."""
+    canon = canonical_columns(columns)
+    return canon, encode_reference(canon)
+
+
 FatalHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -169,6 +214,7 @@ class Evaluator:
         self.max_columns: int | None = None
         self.has_reference = False
         self.reference_rows = 0
+        self.reference: HeldReference | None = None
         self.latest: dict[str, Any] | None = None
         self.latest_predictions: dict[str, Any] | None = None
         self.last_failure: dict[str, Any] | None = None
@@ -336,8 +382,16 @@ class Evaluator:
         )
         self.dirty = True
 
-    async def set_reference(self, columns: dict[str, np.ndarray], n_rows: int) -> dict[str, Any] | None:
-        """Replace the reference (POST /v1/reference); None when done, else why the monitor refused it.
+    async def set_reference(
+        self,
+        columns: dict[str, np.ndarray],
+        n_rows: int,
+        *,
+        encoded: EncodedReference,
+        source: str,
+    ) -> dict[str, Any] | None:
+        """Replace the reference (POST /v1/reference, --reference-file); None when done, else why the
+        monitor refused it. `columns` are canonical (`prepare_reference`) and `encoded` is their copy.
 
         The reference comes from a client, so the monitor raising on it is a bad request, not a failure
         of the code: it does not count toward the crash thresholds, and the monitor's state from before
@@ -374,7 +428,7 @@ class Evaluator:
                 if before is not None:
                     await self._put_back(before)
                 return refused
-            await self._reference_set(columns, n_rows, seconds, bootstrap=False)
+            await self._reference_set(columns, n_rows, seconds, HeldReference(encoded, source))
             return None
 
     async def _put_back(self, state: Any) -> None:
@@ -384,6 +438,10 @@ class Evaluator:
             self.log("reference.restore_failed", level="error", error=repr(exc)[:500])
 
     async def _set_reference(self, columns: dict[str, np.ndarray], n_rows: int, *, bootstrap: bool) -> bool:
+        # The monitor gets exactly what a pod given this reference as npz data would get.
+        loop = asyncio.get_running_loop()
+        columns, encoded = await loop.run_in_executor(None, prepare_reference, columns)
+        held = HeldReference(encoded, "first_window" if bootstrap else "uploaded")
         try:
             _, seconds = await self.host.call(
                 "update_reference_window", columns, timeout=self.settings.max_evaluation_seconds
@@ -392,20 +450,22 @@ class Evaluator:
             await self._failed(exc, columns, n_rows, "update_reference_window")
             return False
         self.tracker.record(True)
-        await self._reference_set(columns, n_rows, seconds, bootstrap=bootstrap)
+        await self._reference_set(columns, n_rows, seconds, held)
         return True
 
     async def _reference_set(
-        self, columns: dict[str, np.ndarray], n_rows: int, seconds: float, *, bootstrap: bool
+        self, columns: dict[str, np.ndarray], n_rows: int, seconds: float, held: HeldReference
     ) -> None:
         await self._observe(self.on_reference, columns, n_rows)
         self.has_reference = True
         self.reference_rows = n_rows
+        self.reference = held
         self.dirty = True
         self.log.poet_event(
             "runtime.reference.updated",
             rows=n_rows,
-            source="first_window" if bootstrap else "api",
+            source=held.source,
+            sha256=held.encoded.sha256,
             seconds=round(seconds, 6),
         )
 
@@ -480,6 +540,8 @@ class Evaluator:
         return {
             "has_reference": self.has_reference,
             "reference_rows": self.reference_rows,
+            # npz bytes (data), so a restarted container serves the very reference its monitor holds
+            "reference": self.reference.to_state() if self.reference is not None else None,
             "latest": self.latest,
             "latest_predictions": self.latest_predictions,
             "evaluated_at": self.evaluated_at,
@@ -498,6 +560,8 @@ class Evaluator:
         """Resume counters, the latest result and pending rows from a checkpoint."""
         self.has_reference = bool(state.get("has_reference"))
         self.reference_rows = int(state.get("reference_rows") or 0)
+        held = state.get("reference")
+        self.reference = HeldReference.from_state(held) if isinstance(held, Mapping) else None
         self.latest = state.get("latest")
         self.latest_predictions = state.get("latest_predictions")
         self.evaluated_at = state.get("evaluated_at")

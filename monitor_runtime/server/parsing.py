@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from monitor_runtime import reference_npz
+
 try:  # orjson parses request bodies about 6x faster than the standard library (the ingestion hot path)
     import orjson
 except ImportError:  # pragma: no cover - optional speed-up
@@ -93,10 +95,12 @@ def parse_body(body: bytes, content_type: str, schema: Schema) -> Batch:
         batch = _parse_csv(body, schema, delimiter="\t")
     elif ctype in ("application/vnd.apache.arrow.stream", "application/vnd.apache.arrow.file"):
         batch = _parse_arrow(body, schema)
+    elif ctype == reference_npz.MEDIA_TYPE:
+        batch = _parse_reference_npz(body, schema)
     else:
         raise BadRequest(
-            f"unsupported content type {ctype!r}: use application/json, application/x-ndjson, text/csv "
-            "or application/vnd.apache.arrow.stream",
+            f"unsupported content type {ctype!r}: use application/json, application/x-ndjson, text/csv, "
+            f"application/vnd.apache.arrow.stream or (a reference) {reference_npz.MEDIA_TYPE}",
             status=415,
         )
     return batch
@@ -519,6 +523,15 @@ def _parse_arrow(body: bytes, schema: Schema) -> Batch:
         except pa.ArrowInvalid as exc:
             raise BadRequest(f"malformed Arrow IPC body: {exc}") from None
     return _from_table(table, schema, "Arrow")
+
+
+def _parse_reference_npz(body: bytes, schema: Schema) -> Batch:
+    """A reference archive (monitor_runtime/reference_npz.py), read without pickle."""
+    try:
+        cols = reference_npz.decode_reference(body)  # the row limit of the route is checked below (413)
+    except ValueError as exc:
+        raise BadRequest(f"malformed reference archive: {exc}", expected=reference_npz.MEDIA_TYPE) from None
+    return _finish_columns(cols, schema, "npz")
 
 
 def table_to_columns(table: Any) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from monitor_runtime import reference_npz
 from monitor_runtime.server import checkpoint as ckpt
 from monitor_runtime.server.app import Runtime, build_app
 from monitor_runtime.server.crash import (
@@ -33,6 +34,7 @@ from monitor_runtime.server.guarding import guard_factory
 from monitor_runtime.server.host import MonitorHost
 from monitor_runtime.server.jsonlog import JsonLogger
 from monitor_runtime.server.metrics import RuntimeMetrics
+from monitor_runtime.server.parsing import BadRequest
 from monitor_runtime.server.settings import RuntimeSettings
 
 EXIT_OK = 0
@@ -140,10 +142,12 @@ class MonitorProcess:
         log: JsonLogger,
         checkpoint_dir: str | None,
         termination_log: str,
+        reference_file: str | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
         self.checkpoint_dir = checkpoint_dir
+        self.reference_file = reference_file
         self.termination_log = termination_log
         self.exit_code = EXIT_OK
         self.stop_event = asyncio.Event()
@@ -292,6 +296,62 @@ class MonitorProcess:
             pending_rows=self.evaluator.pending_rows,
         )
 
+    async def load_reference_file(self) -> bool:
+        """Take the reference from `--reference-file` (npz) when the checkpoint did not restore one.
+
+        The file goes through the same path as `POST /v1/reference`. A missing file is the normal case
+        before any pod of the monitor had a reference; an unusable one is logged and ignored, since the
+        monitor can still get its reference from the first window or an upload. True when it was loaded.
+        """
+        path = self.reference_file
+        if not path:
+            return False
+        if self.evaluator.has_reference:
+            held = self.evaluator.reference
+            self.log(
+                "reference.file_skipped",
+                path=path,
+                reason="the checkpoint restored a reference",
+                sha256=held.encoded.sha256 if held is not None else None,
+            )
+            return False
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(
+                None, _read_reference_file, path, self.settings
+            )
+        except FileNotFoundError:
+            self.log("reference.file_absent", path=path)
+            return False
+        except (OSError, ValueError) as exc:
+            self._reference_file_refused(path, None, str(exc))
+            return False
+        try:
+            status, answer = await self.runtime.reference_from_body(
+                body, reference_npz.MEDIA_TYPE, source="file"
+            )
+        except BadRequest as exc:
+            status, answer = exc.status, exc.body()
+        if status != 200:
+            self._reference_file_refused(path, status, str(answer.get("error")))
+            return False
+        self.log(
+            "reference.file_loaded",
+            path=path,
+            rows=answer.get("reference_rows"),
+            sha256=answer.get("sha256"),
+        )
+        return True
+
+    def _reference_file_refused(self, path: str, status: int | None, error: str) -> None:
+        self.log(
+            "reference.file_refused",
+            level="error",
+            path=path,
+            status=status,
+            error=error[:1000],
+            consequence="the file is ignored: the monitor waits for POST /v1/reference or its first window",
+        )
+
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.checkpoint_interval_s)
@@ -307,6 +367,7 @@ class MonitorProcess:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self.resume()
+        await self.load_reference_file()
         self._runner = web.AppRunner(
             self.app,
             shutdown_timeout=self.settings.shutdown_grace_s,
@@ -329,6 +390,7 @@ class MonitorProcess:
             pid=os.getpid(),
             window=self.evaluator.plan.as_dict(),
             has_reference=self.evaluator.has_reference,
+            reference=self.evaluator.reference.summary() if self.evaluator.reference is not None else None,
         )
         return bound_port
 
@@ -401,6 +463,15 @@ class MonitorProcess:
         self.stop_event.set()
 
 
+def _read_reference_file(path: str, settings: RuntimeSettings) -> bytes:
+    size = os.stat(path).st_size
+    if size > settings.max_reference_bytes:
+        raise ValueError(
+            f"{size} bytes; the limit is {settings.max_reference_bytes} (POET_MAX_REFERENCE_BYTES)"
+        )
+    return Path(path).read_bytes()
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -411,6 +482,7 @@ def serve(
     port: int = 8080,
     checkpoint_dir: str | None = None,
     termination_log: str = "/dev/termination-log",
+    reference_file: str | None = None,
 ) -> int:
     """`poetmon serve`: run one monitor version until told to stop; the process exit code."""
     log = JsonLogger()
@@ -450,6 +522,7 @@ def serve(
         log=log,
         checkpoint_dir=checkpoint_dir,
         termination_log=termination_log,
+        reference_file=reference_file,
     )
     code = asyncio.run(proc.run(host, port))
     if host_.stuck:

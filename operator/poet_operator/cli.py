@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--checkpoint-dir", default=None)
     serve.add_argument("--termination-log", default="/dev/termination-log")
+    serve.add_argument(
+        "--reference-file",
+        default=None,
+        help="npz reference (application/vnd.poet.reference+npz) loaded at start when the file exists and "
+        "the checkpoint holds no reference; a missing or unusable file is logged and ignored (default: none)",
+    )
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster credentials)")
     op.add_argument(
@@ -178,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             checkpoint_dir=args.checkpoint_dir,
             termination_log=args.termination_log,
+            reference_file=args.reference_file,
         )
     if args.command == "operator":
         from poet_operator.k8s.main import operator_command

@@ -172,6 +172,7 @@ async def running_monitor(
     *,
     checkpoint_dir: Path | None = None,
     termination_log: Path | None = None,
+    reference_file: Path | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Any, str]]:
     """Load a version and serve it on a free loopback port; yields (MonitorProcess, base URL)."""
@@ -190,6 +191,7 @@ async def running_monitor(
         log=log,
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         termination_log=str(termination_log or code_dir.parent / "termination-log"),
+        reference_file=str(reference_file) if reference_file else None,
     )
     port = await proc.start("127.0.0.1", 0)
     try:
@@ -240,7 +242,13 @@ class ServerProcess:
     """`poetmon serve` in a subprocess on a free loopback port."""
 
     def __init__(
-        self, code_dir: Path, workdir: Path, *, checkpoint: bool = True, env: Mapping[str, str] | None = None
+        self,
+        code_dir: Path,
+        workdir: Path,
+        *,
+        checkpoint: bool = True,
+        env: Mapping[str, str] | None = None,
+        reference_file: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -263,6 +271,8 @@ class ServerProcess:
         ]
         if checkpoint:
             cmd += ["--checkpoint-dir", str(self.checkpoint_dir)]
+        if reference_file is not None:
+            cmd += ["--reference-file", str(reference_file)]
         full_env = {**os.environ, "POET_MAX_EVALUATION_INTERVAL_S": "0.2", **(env or {})}
         self._out = open(self.stdout_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)

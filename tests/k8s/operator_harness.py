@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kmock
 from kmock import KubernetesNotFoundError
 from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, load_client, monitor_path
 from poet_operator.k8s.main import build_operator
@@ -57,7 +58,7 @@ class OperatorProcess:
         config = OperatorConfig(
             runtime_image=RUNTIME_IMAGE,
             operator_namespace=OPERATOR_NS,
-            policy=policy or Policy(poll_seconds=0.5),
+            policy=policy or Policy(poll_seconds=0.5, resync_seconds=1.0),
         )
         self.operator = build_operator(config, kubeconfig=str(cluster.kubeconfig))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -317,7 +318,15 @@ class Kubelet:
         data = self.references.get(pod["metadata"]["name"]) if pod else None
         if data is None:
             raise KubernetesNotFoundError()
-        return 200, {"X-Poet-Reference-Sha256": _sha(data)}, data
+        # What a runtime pod answers: the npz body and its fingerprint in a header.
+        return kmock.Response(
+            status=200,
+            headers={
+                "Content-Type": "application/vnd.poet.reference+npz",
+                "X-Poet-Reference-Sha256": _sha(data),
+            },
+            payload=data,
+        )
 
     def _post_reference(self, request: Any) -> Any:
         pod = self._pod_of(request)

@@ -256,3 +256,31 @@ def test_an_operator_restart_mid_generation_resumes_without_a_second_version(
         c for c in cluster.requests() if c.verb == "create" and c.resource == "configmaps" and c.name is None
     ]
     assert len([c for c in creates if (c.body or {}).get("metadata", {}).get("name") == "credit-v1"]) <= 2
+
+
+def test_the_canary_gets_the_stable_reference_and_new_pods_find_it_stored(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    spec = {**SPEC, "rollout": {**SPEC["rollout"], "canaryAnalysisSeconds": 3600}}
+    running_monitor(kubelet, spec=spec)
+    stable_pod = kubelet.pods("credit", "stable")[0]["metadata"]["name"]
+    reference = b"PK-reference-npz-bytes-of-the-stable-pod"
+    kubelet.references[stable_pod] = reference
+    kubelet.sync("credit")  # a pod event: the operator looks again and sees the stable pod's reference
+    stored = eventually(
+        lambda: kubelet.get(core_path(NS, "configmaps", "credit-reference")), what="the stored reference"
+    )
+    import base64
+    import hashlib
+
+    assert base64.b64decode(stored["binaryData"]["reference.npz"]) == reference
+    sha = stored["metadata"]["annotations"]["poet.dev/reference-sha256"]
+    assert sha == hashlib.sha256(reference).hexdigest()
+    kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/regenerate": "true"}}})
+    eventually(lambda: kubelet.deployment("credit-canary"), what="the canary Deployment")
+    kubelet.sync("credit")
+    canary_pod = kubelet.pods("credit", "canary")[0]["metadata"]["name"]
+    eventually(lambda: (canary_pod, reference) in kubelet.posted_references, what="the reference handed over")
+    canary = kubelet.deployment("credit-canary")["spec"]["template"]["spec"]
+    mounted = [v["configMap"]["name"] for v in canary["volumes"] if "configMap" in v]
+    assert "credit-reference" in mounted, "a canary pod that restarts must find the reference stored"

@@ -75,6 +75,7 @@ class Effects:
         self._tasks: dict[Key, dict[int, asyncio.Task[None]]] = {}
         self._outcomes: dict[Key, GenerationOutcome] = {}
         self._event_seq = 0
+        self._reference_warned: dict[Key, str] = {}
 
     # -- generation bookkeeping ------------------------------------------------------------------------------
 
@@ -398,7 +399,16 @@ class Effects:
             try:
                 desired = builders.reference_configmap(obj, body, sha)
             except ValueError as exc:
-                log.info("reference of %s not stored: %s", obj["metadata"]["name"], exc)
+                key = (namespace, obj["metadata"]["name"])
+                if self._reference_warned.get(key) != sha:
+                    self._reference_warned[key] = sha
+                    await self._event(
+                        obj,
+                        "Warning",
+                        "ReferenceNotStored",
+                        f"the reference could not be kept for new pods: {exc}; a pod started later (a "
+                        "canary, a restart elsewhere) gets it from the stable pod while one is running",
+                    )
                 return
             collection = core_path(namespace, "configmaps")
             live = await self.api.get_or_none(f"{collection}/{desired['metadata']['name']}")

@@ -230,6 +230,10 @@ class Reconciler:
             spec = MonitorSpec.from_mapping(obj.get("spec") or {}, path_prefix="spec")
         except SpecError as exc:
             problems = tuple(exc.problems)
+        name_problem = builders.monitor_name_problem(name)
+        if name_problem is not None:
+            # The name becomes Service and label values: refuse it here with a condition, not a crash loop.
+            spec, problems = None, (*problems, ("metadata.name", name_problem))
         config_maps, deployments, pods = await asyncio.gather(
             self.api.list_items(core_path(namespace, "configmaps"), label_selector=selector),
             self.api.list_items(apps_path(namespace, "deployments"), label_selector=selector),

@@ -89,6 +89,7 @@ class Policy:
     error_rate_margin: float = 0.05  # a canary may fail this much more often than stable and still pass
     poll_seconds: float = 5.0  # how soon to look again while waiting on pods
     max_backoff_seconds: float = 3600.0
+    resync_seconds: float = 60.0  # a settled monitor is looked at again this often (health, reference)
 
 
 def code_spec_hash(spec: MonitorSpec | dict[str, Any]) -> str:
@@ -921,6 +922,8 @@ class _Step:
         return self.finish()
 
     def finish(self) -> Decision:
+        if not self.requeue and self.s.stable_version is not None:
+            self.wake_in(self.policy.resync_seconds)
         return Decision(
             status=self.s,
             actions=tuple(self.actions),

@@ -115,6 +115,7 @@ class ApiCall:
     name: str | None
     content_type: str | None
     body: Any
+    user_agent: str = ""
 
     def to_log(self) -> dict[str, Any]:
         return {
@@ -195,6 +196,7 @@ class EmulatedCluster:
                     name=request.name,
                     content_type=request.headers.get("Content-Type"),
                     body=request.data,
+                    user_agent=request.headers.get("User-Agent", ""),
                 )
             )
         return calls

@@ -31,6 +31,7 @@ from tests.k8s.emulator import EmulatedCluster
 NS = "ml"
 OPERATOR_NS = "poet-system"
 RUNTIME_IMAGE = "poet-monitor/runtime:test"
+TEST_AGENT = "poet-monitor-tests"  # the test's own calls (as kubelet and user) are not the operator's
 
 
 def eventually(
@@ -112,7 +113,7 @@ class Kubelet:
 
     def __init__(self, cluster: EmulatedCluster) -> None:
         self.cluster = cluster
-        self.api = KubeApi(load_client(str(cluster.kubeconfig)), workers=2)
+        self.api = KubeApi(load_client(str(cluster.kubeconfig)), workers=2, user_agent=TEST_AGENT)
         self.counter = 0
         self.reports: dict[str, dict[str, Any]] = {}  # pod name -> extra report fields
         self.references: dict[str, bytes] = {}  # pod name -> reference npz it holds

@@ -15,7 +15,7 @@ import pytest
 from poet_operator.k8s.api import core_path
 
 from tests.k8s.emulator import EmulatedCluster, running_emulator
-from tests.k8s.operator_harness import NS, OPERATOR_NS, Kubelet, OperatorProcess, eventually
+from tests.k8s.operator_harness import NS, OPERATOR_NS, TEST_AGENT, Kubelet, OperatorProcess, eventually
 
 CALLS_FILE = Path(__file__).with_name("operator_api_calls.json")
 
@@ -49,20 +49,32 @@ def operator(cluster: EmulatedCluster) -> Iterator[OperatorProcess]:
 
 
 def _record_calls(cluster: EmulatedCluster) -> None:
-    """Every (verb, group, resource) the operator used, for the chart's RBAC test. The committed file must
-    list each one; POET_RECORD_API_CALLS=1 adds new ones instead of failing."""
+    """Every (verb, group, resource) the operator used, kept for the chart's RBAC test. The committed file
+    must list each one (the test fails otherwise); POET_RECORD_API_CALLS=1 adds new ones instead."""
     seen = {
-        (c.verb, c.group, c.resource + (f"/{c.subresource}" if c.subresource else ""))
+        (
+            c.verb,
+            c.group,
+            c.resource + (f"/{c.subresource}" if c.subresource else ""),
+            c.namespace is not None,
+        )
         for c in cluster.requests()
-        if c.body is None or not isinstance(c.body, dict) or "test/deployment" not in json.dumps(c.body)
+        if not c.user_agent.startswith(TEST_AGENT)
     }
     known = json.loads(CALLS_FILE.read_text()) if CALLS_FILE.exists() else {"calls": []}
-    recorded = {(c["verb"], c["group"], c["resource"]) for c in known["calls"]}
+    recorded = {(c["verb"], c["group"], c["resource"], c["namespaced"]) for c in known["calls"]}
     missing = seen - recorded
     if missing and os.environ.get("POET_RECORD_API_CALLS") == "1":
-        calls = sorted(recorded | missing)
-        known["calls"] = [{"verb": v, "group": g, "resource": r} for v, g, r in calls]
+        known["calls"] = [
+            {"verb": v, "group": g, "resource": r, "namespaced": n}
+            for v, g, r, n in sorted(recorded | missing)
+        ]
         CALLS_FILE.write_text(json.dumps(known, indent=1) + "\n")
+    elif missing:
+        raise AssertionError(
+            f"the operator made API calls that {CALLS_FILE.name} does not list: {sorted(missing)}; "
+            "if they are intended, run the tests with POET_RECORD_API_CALLS=1 and update the chart's RBAC"
+        )
 
 
 def running_monitor(kubelet: Kubelet, name: str = "credit", spec: dict | None = None) -> dict:

@@ -18,10 +18,13 @@ from urllib.parse import quote
 import kubernetes.client
 import kubernetes.config
 
+from poet_operator import __version__
+
 GROUP = "poet.dev"
 VERSION = "v1alpha1"
 PLURAL = "modelmonitors"
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = f"poet-monitor-operator/{__version__}"
 
 
 class ApiError(Exception):
@@ -93,8 +96,14 @@ class KubeApi:
     """Blocking JSON calls (`request`) and their asyncio forms (`call`), one shared connection pool."""
 
     def __init__(
-        self, client: kubernetes.client.ApiClient, *, workers: int = 8, timeout: float = 30.0
+        self,
+        client: kubernetes.client.ApiClient,
+        *,
+        workers: int = 8,
+        timeout: float = 30.0,
+        user_agent: str = USER_AGENT,
     ) -> None:
+        client.user_agent = user_agent
         self.client = client
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-api")

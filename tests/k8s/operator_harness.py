@@ -56,6 +56,7 @@ class OperatorProcess:
     """The operator on its own loop and thread; `stop()` is a graceful shutdown (SIGTERM's path)."""
 
     def __init__(self, cluster: EmulatedCluster, *, policy: Policy | None = None) -> None:
+        # Short polls and resyncs keep the tests quick; the rules are the production ones.
         config = OperatorConfig(
             runtime_image=RUNTIME_IMAGE,
             operator_namespace=OPERATOR_NS,
@@ -118,6 +119,7 @@ class Kubelet:
         self.reports: dict[str, dict[str, Any]] = {}  # pod name -> extra report fields
         self.references: dict[str, bytes] = {}  # pod name -> reference npz it holds
         self.posted_references: list[tuple[str, bytes]] = []
+        self.logs: dict[str, str] = {}  # pod name -> what `kubectl logs --previous` prints
         self._install_pod_api()
 
     def close(self) -> None:
@@ -285,11 +287,17 @@ class Kubelet:
         emulator["get", re.compile(base + "/report")] << self._report
         emulator["get", re.compile(base + "/reference")] << self._get_reference
         emulator["post", re.compile(base + "/reference")] << self._post_reference
+        emulator["get", re.compile(rf"/api/v1/namespaces/{NS}/pods/[^/:]+/log")] << self._log
 
     def _pod_of(self, request: Any) -> dict[str, Any] | None:
         match = re.search(r"/pods/([^/:]+):8080/", str(request.url.path))
         name = match.group(1) if match else ""
         return self.cluster.get("v1/pods", NS, name)
+
+    def _log(self, request: Any) -> Any:
+        match = re.search(r"/pods/([^/:]+)/log", str(request.url.path))
+        text = self.logs.get(match.group(1) if match else "", "")
+        return kmock.Response(status=200, headers={"Content-Type": "text/plain"}, payload=text.encode())
 
     def _report(self, request: Any) -> Any:
         pod = self._pod_of(request)

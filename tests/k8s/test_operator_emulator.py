@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from poet_operator.k8s.api import core_path
+from poet_operator.rollout.machine import Policy
 
 from tests.k8s.emulator import EmulatedCluster, running_emulator
 from tests.k8s.operator_harness import NS, OPERATOR_NS, TEST_AGENT, Kubelet, OperatorProcess, eventually
@@ -55,11 +56,12 @@ def _record_calls(cluster: EmulatedCluster) -> None:
         (
             c.verb,
             c.group,
-            c.resource + (f"/{c.subresource}" if c.subresource else ""),
+            # RBAC names a subresource by its first segment (pods/proxy, not pods/proxy/v1/report).
+            c.resource + (f"/{c.subresource.split('/')[0]}" if c.subresource else ""),
             c.namespace is not None,
         )
         for c in cluster.requests()
-        if not c.user_agent.startswith(TEST_AGENT)
+        if c.resource and not c.user_agent.startswith(TEST_AGENT)
     }
     known = json.loads(CALLS_FILE.read_text()) if CALLS_FILE.exists() else {"calls": []}
     recorded = {(c["verb"], c["group"], c["resource"], c["namespaced"]) for c in known["calls"]}
@@ -84,6 +86,16 @@ def running_monitor(kubelet: Kubelet, name: str = "credit", spec: dict | None = 
     return eventually(
         lambda: (s := kubelet.status(name)).get("phase") == "Running" and s, what="phase Running"
     )
+
+
+def canary_of(kubelet: Kubelet, version: int, name: str = "credit") -> dict:
+    return eventually(
+        lambda: (s := kubelet.status(name)).get("canaryVersion") == version and s, what=f"canary v{version}"
+    )
+
+
+def promoted(kubelet: Kubelet, name: str, version: int) -> bool:
+    return kubelet.status(name).get("stableVersion") == version and not kubelet.deployment(f"{name}-canary")
 
 
 def test_apply_creates_the_version_the_deployment_and_the_service(
@@ -296,3 +308,42 @@ def test_the_canary_gets_the_stable_reference_and_new_pods_find_it_stored(
     canary = kubelet.deployment("credit-canary")["spec"]["template"]["spec"]
     mounted = [v["configMap"]["name"] for v in canary["volumes"] if "configMap" in v]
     assert "credit-reference" in mounted, "a canary pod that restarts must find the reference stored"
+
+
+def test_an_empty_termination_message_brings_in_the_log_tail_and_old_versions_are_collected(
+    cluster: EmulatedCluster, kubelet: Kubelet
+) -> None:
+    process = OperatorProcess(cluster, policy=Policy(poll_seconds=0.5, resync_seconds=1.0, keep_versions=0))
+    process.start()
+    try:
+        for name in ("credit", "fraud"):  # the second promotion updates the shared lessons
+            running_monitor(kubelet, name=name, spec={**SPEC, "model": f"{name}-model"})
+            pod = kubelet.pods(name, "stable")[0]["metadata"]["name"]
+            kubelet.logs[pod] = (
+                "Traceback (most recent call last):\n"
+                '  File "monitor.py", line 88, in monitor_features\n'
+                "MemoryError: Unable to allocate 2.31 GiB for an array with shape (310000000,)\n"
+            )
+            kubelet.crash(pod, reason="Error", exit_code=1)
+            status = canary_of(kubelet, 2, name)
+            assert status["lastFailure"]["signature"] == "MemoryError@monitor.py:monitor_features"
+            feedback = status["feedback"][-1]["evidence"]
+            assert "Unable to allocate" in feedback["log_tail"]
+            eventually(lambda n=name: kubelet.deployment(f"{n}-canary"), what="the canary Deployment")
+            kubelet.sync(name)
+            eventually(
+                lambda n=name: (
+                    kubelet.status(n).get("stableVersion") == 2 and not kubelet.deployment(f"{n}-canary")
+                ),
+                what="promotion",
+            )
+            # Only stable (and canary) versions are kept with keep_versions=0: version 1 is collected.
+            eventually(lambda n=name: set(kubelet.configmaps(n)) == {f"{n}-v2"}, what="version 1 collected")
+            entry = kubelet.status(name)["versions"][0]
+            assert entry["number"] == 1 and "configMap" not in entry
+    finally:
+        process.stop()
+    lessons = kubelet.get(core_path(OPERATOR_NS, "configmaps", "poet-monitor-lessons"))
+    stored = json.loads(lessons["data"]["lessons.json"])["lessons"]
+    evidence = [e["monitor"] for lesson in stored for e in lesson["evidence"]]
+    assert sorted(evidence) == ["credit", "fraud"]

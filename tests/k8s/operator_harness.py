@@ -157,6 +157,9 @@ class Kubelet:
         }
         self.api.request("POST", monitor_path(NS), body=body)
 
+    def items_of_monitors(self) -> list[dict[str, Any]]:
+        return list((self.api.request("GET", monitor_path(NS)) or {}).get("items") or [])
+
     def patch_monitor(self, name: str, body: dict[str, Any]) -> None:
         self.api.request(
             "PATCH", monitor_path(NS, name), body=body, content_type="application/merge-patch+json"

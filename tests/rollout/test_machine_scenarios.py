@@ -284,3 +284,14 @@ def test_old_configmaps_are_deleted_beyond_the_kept_history() -> None:
     assert world.status.stable_version == 4
     assert set(world.configmaps) == {3, 4}
     assert world.status.version(1).config_map is None
+
+
+def test_keeping_no_history_deletes_every_version_but_stable_and_canary() -> None:
+    world = running_world()
+    world.policy = type(world.policy)(keep_versions=0)
+    world.with_spec(model="other")
+    world.settle()
+    world.advance(61)
+    world.settle()
+    assert world.status.stable_version == 2
+    assert set(world.configmaps) == {2}

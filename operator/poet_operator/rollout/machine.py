@@ -814,7 +814,7 @@ class _Step:
         if self.s.pending is not None:
             keep.add(self.s.pending.version)
         history = [v.number for v in self.s.versions if v.config_map and v.number not in keep]
-        keep.update(history[-self.policy.keep_versions :])
+        keep.update(history[len(history) - self.policy.keep_versions :] if self.policy.keep_versions else [])
         doomed = tuple(sorted(n for n in self.obs.versions if n not in keep))
         if doomed:
             self.actions.append(DeleteVersions(doomed))

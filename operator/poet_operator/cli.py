@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
     )
+
     crd = sub.add_parser("crd", help="print the ModelMonitor CRD (YAML) generated from the spec model")
     crd.add_argument("-o", "--output", help="write to this file instead of standard output")
     crd.add_argument("--docs", action="store_true", help="the spec reference page (Markdown) instead")

@@ -42,7 +42,7 @@ from poet_operator.rollout.status import (
     Regenerations,
     VersionEntry,
 )
-from poet_operator.spec import MonitorSpec, SpecError
+from poet_operator.spec import MonitorSpec, SpecError, parse_quantity
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "modelmonitor.yaml"
@@ -150,7 +150,39 @@ def _cel_value(value: Any, node: dict[str, Any]) -> Any:
     return value
 
 
-ENV = cel.NewEnv(variables={"self": cel.Type.DYN})
+def _is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Kubernetes' quantity library, stood in for by the model's own parser (a quantity is a double here): the
+# rules' logic is what is tested, not the library.
+_QUANTITY_FUNCTIONS = [
+    cel.FunctionDecl(
+        "quantity",
+        [cel.Overload("quantity_string", cel.Type.DOUBLE, [cel.Type.STRING], impl=parse_quantity)],
+    ),
+    cel.FunctionDecl(
+        "isQuantity",
+        [cel.Overload("is_quantity_string", cel.Type.BOOL, [cel.Type.STRING], impl=_is_quantity)],
+    ),
+    cel.FunctionDecl(
+        "compareTo",
+        [
+            cel.Overload(
+                "quantity_compare_to",
+                cel.Type.INT,
+                [cel.Type.DOUBLE, cel.Type.DOUBLE],
+                is_member=True,
+                impl=lambda a, b: (a > b) - (a < b),
+            )
+        ],
+    ),
+]
+ENV = cel.NewEnv(variables={"self": cel.Type.DYN}, functions=_QUANTITY_FUNCTIONS)
 _COMPILED: dict[str, Any] = {}
 
 
@@ -508,6 +540,11 @@ REFUSED = [
     ),
     ({"model": "m", "runtime": {"replicas": 2}}, "2 is greater than the maximum of 1"),
     ({"model": "m", "runtime": {"resources": {"limits": {"memory": "lots"}}}}, "does not match"),
+    (
+        {"model": "m", "runtime": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}}},
+        "requests.cpu exceeds limits.cpu",
+    ),
+    ({"model": "m", "runtime": {"resources": {"requests": {"memory": "2Gi"}}}}, "requests.memory exceeds"),
     ({"model": "m", "features": [{"name": "a", "importance": 0}]}, "less than or equal to the minimum of 0"),
     ({"model": "m", "features": [{"name": f"f{i}"} for i in range(501)]}, "is too long"),
 ]

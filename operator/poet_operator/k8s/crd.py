@@ -49,9 +49,9 @@ _KEPT = {
 # CEL rules: each mirrors a check of the model, so the API server refuses at apply time what the operator
 # would refuse later. They run after defaulting, so fields with a schema default are always present; optional
 # fields are guarded with has(). Numbers (`type: number`) are doubles in CEL, integers ints: no mixing.
+# requests <= limits uses the Kubernetes quantity library (`quantity()`, `isQuantity()`), which API servers
+# accept in new CRD rules from Kubernetes 1.29 on; an older server refuses the whole CRD.
 # Not expressed, and left to the model (whose messages name the field):
-# - requests <= limits: comparing quantities needs the Kubernetes `quantity()` CEL library, which older API
-#   servers do not have (the CRD would be refused as a whole there); the `pattern` catches malformed ones.
 # - a sliding window with bounded storage keeping at most 1000 panes (size / gcd(size, step)): no gcd in CEL.
 # - positiveLabel being one of classes, classes listed once, feature name byte budget: these iterate lists
 #   whose items are unbounded strings, and the API server's cost estimate would refuse the rule.
@@ -149,6 +149,15 @@ VALIDATIONS: dict[str, list[dict[str, str]]] = {
             "message": "kind: llm needs llm.model; set generator.llm.model (e.g. gpt-4o-mini) "
             "or use kind: template",
         },
+    ],
+    "spec.runtime.resources": [
+        {
+            "rule": f"!has(self.requests.{name}) || !has(self.limits.{name}) "
+            f"|| !isQuantity(self.requests.{name}) || !isQuantity(self.limits.{name}) "
+            f"|| quantity(self.requests.{name}).compareTo(quantity(self.limits.{name})) <= 0",
+            "message": f"requests.{name} exceeds limits.{name}; lower the request or raise the limit",
+        }
+        for name in ("cpu", "memory")
     ],
     "spec.rollout.analysis": [
         {
@@ -563,7 +572,7 @@ def spec_reference_markdown() -> str:
             "",
             *rules,
             "",
-            "The rest (for example requests not above limits, `positiveLabel` among `classes`, the pane",
+            "The rest (for example `positiveLabel` among `classes`, distinct `classes`, the pane",
             "limit of bounded sliding windows) is checked by the spec model itself, which the operator runs",
             "on every ModelMonitor; its messages name the field (see [spec.md](spec.md#validation)).",
             "",

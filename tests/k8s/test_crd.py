@@ -357,6 +357,12 @@ def test_schema_keeps_descriptions_defaults_and_bounds() -> None:
     assert alpha["minimum"] == 0 and alpha["exclusiveMinimum"] is True and alpha["exclusiveMaximum"] is True
     label = SPEC["properties"]["predictions"]["properties"]["positiveLabel"]
     assert label.get("x-kubernetes-int-or-string") is True
+    # 2**63 - 1 is no float64: the API server refuses it as an integer bound; int64 already bounds the seed.
+    assert "maximum" not in window["properties"]["seed"] and window["properties"]["seed"]["minimum"] == 0
+    for path, node in _walk(SCHEMA):
+        for key in ("minimum", "maximum"):
+            if key in node and node["type"] == "integer":
+                assert float(node[key]) == node[key], path
     requests = SPEC["properties"]["runtime"]["properties"]["resources"]["properties"]["requests"]
     assert requests["default"] == {"cpu": "100m", "memory": "256Mi"}
     assert SPEC["required"] == ["model"]

@@ -287,6 +287,8 @@ class _Converter:
             if bound in node:
                 out[flag] = node[bound]
                 out[bound] = True
+        if out.get("type") == "integer":
+            _drop_int64_limits(out)
         if node.get("x-kubernetes-int-or-string"):
             out["x-kubernetes-int-or-string"] = True
             out.pop("type", None)
@@ -325,6 +327,22 @@ class _Converter:
         if types == {"integer", "string"} and all(set(o) <= {"type"} for o, _ in non_null):
             return {**rest, "x-kubernetes-int-or-string": True}, model_name
         raise SchemaError(f"cannot express the union {node[key]} in a structural schema")
+
+
+# Bounds are float64 in the API server's schema, so one that is not a whole float64 (2**63 - 1) is refused
+# as a boundary of an integer field. Kubernetes integers are int64, which bounds them there already.
+_INT64_MAX = 2**63 - 1
+
+
+def _drop_int64_limits(node: dict[str, Any]) -> None:
+    for key, limit in (("maximum", _INT64_MAX), ("minimum", -_INT64_MAX - 1)):
+        value = node.get(key)
+        if value is not None and abs(value) > 2**53:
+            if value != limit:
+                raise SchemaError(
+                    f"the bound {key}={value} cannot be stated exactly in a CRD; use the int64 limit"
+                )
+            del node[key]
 
 
 _KEY_ORDER = [

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick bench-runtime bench-generator clean
+.PHONY: demo test lint crd bench bench-quick bench-runtime bench-generator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -n 2 -q
+
+# The CRD and the spec reference page are generated from the models; a test fails when either is stale.
+crd: $(STAMP)
+	$(VENV)/bin/poetmon crd -o crds/modelmonitor.yaml
+	$(VENV)/bin/poetmon crd --docs -o docs/spec-reference.md
 
 bench-quick: $(STAMP)
 	$(PY) bench/drift_bench.py --quick

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -84,7 +85,13 @@ def plan_window(spec: Mapping[str, Any]) -> WindowPlan:
         step = _get(window, "step")
         if step is None:
             overlap = _get(window, "overlap")
-            step = size - int(overlap) if overlap is not None else max(1, size // 2)
+            if overlap is None:
+                step = max(1, size // 2)
+            elif 0 < float(overlap) < 1:
+                # A fraction of the window, rounded down to whole rows as the spec documents.
+                step = size - min(size - 1, math.floor(size * float(overlap)))
+            else:
+                step = size - int(overlap)
         step = int(step)
     step = max(1, min(step, size))
     return WindowPlan(strategy=strategy, size=size, step=step, cadence_rows=step)

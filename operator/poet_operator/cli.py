@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
     )
 
+    crd = sub.add_parser("crd", help="print the ModelMonitor CRD (YAML) generated from the spec model")
+    crd.add_argument("-o", "--output", help="write to this file instead of standard output")
+    crd.add_argument("--docs", action="store_true", help="the spec reference page (Markdown) instead")
+
     run = sub.add_parser("run", help="generate, enforce and run a monitor once over files")
     run.add_argument("-f", "--file", required=True)
     run.add_argument("--reference", required=True)
@@ -198,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             prometheus_url=args.prometheus_url,
             kubeconfig=args.kubeconfig,
         )
+    if args.command == "crd":
+        from poet_operator.k8s.crd import crd_command
+
+        return crd_command(output=args.output, docs=args.docs)
     if args.command == "run":
         from poet_operator.local.run_once import run_command
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from monitor_runtime.limits import MAX_PANES_PER_WINDOW
 
@@ -119,9 +119,18 @@ class WindowSpec(_SpecModel):
         None,
         description="rows between evaluations of a sliding window (default size/2); give step or overlap",
     )
-    overlap: Annotated[int, Field(ge=0, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
+    # Rows (int) or a fraction (float): one JSON number in the schema (a CRD cannot say "int or float").
+    overlap: (
+        Annotated[
+            int | float,
+            Field(ge=0, le=MAX_WINDOW_ROWS),
+            WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_WINDOW_ROWS}),
+        ]
+        | SkipJsonSchema[None]
+    ) = Field(
         None,
-        description="rows shared by consecutive sliding windows (size - step); give step or overlap",
+        description="what consecutive sliding windows share: a row count (a whole number, size - step) or a "
+        "fraction of the window (0 < overlap < 1, rounded down to whole rows); give step or overlap",
     )
     min_size: Annotated[int, Field(ge=2, le=MAX_WINDOW_ROWS)] | SkipJsonSchema[None] = Field(
         None, description="adaptive windows: smallest size (default size/4)"
@@ -139,9 +148,42 @@ class WindowSpec(_SpecModel):
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for sampling, so runs are reproducible")
 
+    @field_validator("overlap", mode="before")
+    @classmethod
+    def _overlap_is_a_number(cls, value: Any) -> Any:
+        # `overlap: true` would otherwise pass as 1 row.
+        if isinstance(value, bool):
+            raise ValueError(
+                f"must be a row count or a fraction of the window, got {value!r}; write e.g. 250 or 0.5"
+            )
+        return value
+
+    @field_validator("overlap", mode="after")
+    @classmethod
+    def _overlap_rows_or_fraction(cls, value: int | float | None) -> int | float | None:
+        # A whole number is a row count (kept as int: the manifest reads `overlap: 250`); below 1 a fraction.
+        if value is None or 0 < value < 1:
+            return value
+        if value != int(value):
+            raise ValueError(
+                f"{value} is neither a row count (a whole number) nor a fraction of the window "
+                "(0 < overlap < 1); write e.g. 250 or 0.5"
+            )
+        return int(value)
+
+    def overlap_rows(self, size: int) -> int | None:
+        """`overlap` in rows for a window of `size` rows: a fraction is rounded down, and at most size - 1
+        rows are shared so that the window always advances (step >= 1)."""
+        if self.overlap is None:
+            return None
+        if isinstance(self.overlap, float):
+            return min(size - 1, math.floor(size * self.overlap))
+        return int(self.overlap)
+
     @model_validator(mode="after")
     def _check_consistency(self) -> WindowSpec:
         size = self.size
+        overlap_rows = self.overlap_rows(size) if size is not None else None
         if self.strategy == "fixed":
             if self.overlap:
                 raise ValueError(
@@ -154,19 +196,21 @@ class WindowSpec(_SpecModel):
                     "but a fixed window always advances by its size; "
                     "set strategy: sliding or remove step"
                 )
-        if (
-            self.step is not None
-            and self.overlap is not None
-            and size is not None
-            and self.step + self.overlap != size
-        ):
-            raise ValueError(
-                f"step={self.step} and overlap={self.overlap} disagree "
-                f"(step + overlap must equal size={size}); "
-                "give only one of them"
-            )
+        if self.step is not None and self.overlap is not None:
+            if size is None:
+                raise ValueError(
+                    f"step={self.step} and overlap={self.overlap} are both given without size, so they "
+                    "cannot be checked against each other; give only one of them (or size too)"
+                )
+            if overlap_rows is not None and self.step + overlap_rows != size:
+                rows = f" ({overlap_rows} rows)" if isinstance(self.overlap, float) else ""
+                raise ValueError(
+                    f"step={self.step} and overlap={self.overlap}{rows} disagree "
+                    f"(step + overlap must equal size={size}); "
+                    "give only one of them"
+                )
         if size is not None:
-            if self.overlap is not None and self.overlap >= size:
+            if isinstance(self.overlap, int) and self.overlap >= size:
                 raise ValueError(
                     f"overlap={self.overlap} must be smaller than size={size}; lower overlap or raise size"
                 )
@@ -203,7 +247,7 @@ class WindowSpec(_SpecModel):
             if self.step is not None:
                 config["step"] = self.step
             elif self.overlap is not None:
-                config["step"] = size - self.overlap
+                config["step"] = size - (self.overlap_rows(size) or 0)
             else:
                 config["step"] = _default_step(size, bounded=storage != "exact")
         elif self.strategy == "adaptive":
@@ -369,13 +413,21 @@ class SecretKeyRef(_SpecModel):
     key: str = Field("api-key", min_length=1, description="key inside the Secret")
 
 
+# Checked by the model and, through the schema's `pattern`, by the API server at apply time.
+_HTTP_URL = re.compile(r"^https?://[^\s/]+")
+
+
 class LLMSettings(_SpecModel):
     """An OpenAI-compatible endpoint and the budget the generator may spend on it."""
 
     model: Annotated[str, Field(min_length=1)] | SkipJsonSchema[None] = Field(
         None, description="model name, e.g. gpt-4o-mini"
     )
-    base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible API base URL")
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="OpenAI-compatible API base URL",
+        json_schema_extra={"pattern": _HTTP_URL.pattern},
+    )
     api_key_env: str = Field(
         "OPENAI_API_KEY", min_length=1, description="environment variable holding the key"
     )
@@ -396,7 +448,7 @@ class LLMSettings(_SpecModel):
 
     @model_validator(mode="after")
     def _check_url(self) -> LLMSettings:
-        if not re.match(r"^https?://[^\s/]+", self.base_url):
+        if not _HTTP_URL.match(self.base_url):
             raise ValueError(
                 f"baseUrl {self.base_url!r} is not an http(s) URL; use e.g. https://api.openai.com/v1"
             )
@@ -501,8 +553,12 @@ def parse_quantity(value: str) -> float:
 class ResourceAmounts(_SpecModel):
     """CPU and memory amounts as Kubernetes quantities."""
 
-    cpu: str | SkipJsonSchema[None] = Field(None, description="e.g. 250m or 1")
-    memory: str | SkipJsonSchema[None] = Field(None, description="e.g. 256Mi or 1Gi")
+    cpu: str | SkipJsonSchema[None] = Field(
+        None, description="e.g. 250m or 1", json_schema_extra={"pattern": _QUANTITY.pattern}
+    )
+    memory: str | SkipJsonSchema[None] = Field(
+        None, description="e.g. 256Mi or 1Gi", json_schema_extra={"pattern": _QUANTITY.pattern}
+    )
 
     @model_validator(mode="after")
     def _check_quantities(self) -> ResourceAmounts:
@@ -583,7 +639,9 @@ class MonitorSpec(_SpecModel):
     )
     window: WindowSpec = Field(default_factory=WindowSpec)
     reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
-    features: tuple[FeatureSpec, ...] = Field((), description="declared features (optional)")
+    features: tuple[FeatureSpec, ...] = Field(
+        (), description="declared features (optional)", json_schema_extra={"maxItems": MAX_FEATURES}
+    )
     allow_unknown_features: bool = Field(True, description="also monitor columns not listed in features")
     predictions: PredictionSpec = Field(default_factory=PredictionSpec)
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)

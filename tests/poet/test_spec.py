@@ -191,6 +191,28 @@ INVALID = [
     ({"model": "m", "window": {"size": 10, "step": 11}}, "spec.window", "step=11 must not exceed size=10"),
     ({"model": "m", "window": {"size": 10, "step": 5, "overlap": 2}}, "spec.window", "give only one of them"),
     (
+        {"model": "m", "window": {"size": 100, "overlap": 1.5}},
+        "spec.window.overlap",
+        "1.5 is neither a row count (a whole number) nor a fraction of the window (0 < overlap < 1)",
+    ),
+    ({"model": "m", "window": {"overlap": True}}, "spec.window.overlap", "write e.g. 250 or 0.5"),
+    ({"model": "m", "window": {"overlap": -0.5}}, "spec.window.overlap", "greater than or equal to 0"),
+    (
+        {"model": "m", "window": {"size": 10, "step": 4, "overlap": 0.5}},
+        "spec.window",
+        "step=4 and overlap=0.5 (5 rows) disagree",
+    ),
+    (
+        {"model": "m", "window": {"step": 4, "overlap": 0.5}},
+        "spec.window",
+        "both given without size",
+    ),
+    (
+        {"model": "m", "window": {"strategy": "fixed", "overlap": 0.5}},
+        "spec.window",
+        "overlap=0.5 only applies to sliding windows",
+    ),
+    (
         {"model": "m", "window": {"strategy": "fixed", "overlap": 5}},
         "spec.window",
         "only applies to sliding windows",
@@ -567,3 +589,56 @@ def test_feature_names_with_line_breaks_are_refused() -> None:
         assert problems[0][0] == "spec.features", problems
         assert "entry 1 has the name" in problems[0][1]
         assert "line break or control character" in problems[0][1]
+
+
+@pytest.mark.parametrize(
+    ("window", "step"),
+    [
+        ({"size": 500, "overlap": 0.5}, 250),
+        ({"size": 5, "overlap": 0.5}, 3),  # 2.5 shared rows round down to 2
+        ({"size": 1000, "overlap": 0.25}, 750),
+        ({"size": 10, "overlap": 0.999}, 1),  # at most size - 1 rows shared: the window always advances
+        ({"size": 3, "overlap": 0.1}, 3),  # 0.3 rows round down to none
+        ({"overlap": 0.25}, 1500),  # the default size for accuracy, 2000
+        ({"size": 10, "step": 5, "overlap": 0.5}, 5),
+        ({"size": 100, "overlap": 30.0}, 70),  # a whole float is a row count
+    ],
+)
+def test_overlap_as_a_fraction_of_the_window(window: dict, step: int) -> None:
+    spec = MonitorSpec.from_mapping({"model": "m", "window": window})
+    config = spec.window_config()
+    assert config["step"] == step
+    make_window(config)
+    assert MonitorSpec.from_mapping(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_overlap_keeps_its_written_form_in_the_manifest() -> None:
+    fraction = MonitorSpec.from_mapping({"model": "m", "window": {"size": 10, "overlap": 0.5}})
+    rows = MonitorSpec.from_mapping({"model": "m", "window": {"size": 10, "overlap": 5.0}})
+    assert fraction.to_dict()["window"]["overlap"] == 0.5
+    assert rows.to_dict()["window"]["overlap"] == 5 and isinstance(rows.window.overlap, int)
+    assert rows == MonitorSpec.from_mapping({"model": "m", "window": {"size": 10, "overlap": 5}})
+    # Both share 5 rows, but the specs differ as written (the fraction follows size when it changes).
+    assert fraction.window_config() == rows.window_config() and fraction.spec_hash() != rows.spec_hash()
+    assert (
+        MonitorSpec.model_json_schema(by_alias=True)["$defs"]["WindowSpec"]["properties"]["overlap"]["type"]
+        == "number"
+    )
+
+
+def test_the_runtime_cadence_reads_a_fractional_overlap_as_the_spec_does() -> None:
+    from monitor_runtime.server.evaluator import plan_window
+
+    for window in ({"size": 5, "overlap": 0.5}, {"size": 10, "overlap": 0.999}, {"size": 100, "overlap": 30}):
+        spec = MonitorSpec.from_mapping({"model": "m", "window": window})
+        assert plan_window(spec.to_dict()).step == spec.window_config()["step"], window
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(2, 10_000_000), fraction=st.floats(0, 1, exclude_min=True, exclude_max=True))
+def test_a_fraction_always_leaves_a_step_of_at_least_one_row(size: int, fraction: float) -> None:
+    config = MonitorSpec.from_mapping(
+        {"model": "m", "window": {"size": size, "overlap": fraction}}
+    ).window_config()
+    assert 1 <= config["step"] <= size
+    assert config["step"] == max(1, size - math.floor(size * fraction))

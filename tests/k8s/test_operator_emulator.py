@@ -316,8 +316,11 @@ def test_an_empty_termination_message_brings_in_the_log_tail_and_old_versions_ar
     process = OperatorProcess(cluster, policy=Policy(poll_seconds=0.5, resync_seconds=1.0, keep_versions=0))
     process.start()
     try:
-        for name in ("credit", "fraud"):  # the second promotion updates the shared lessons
-            running_monitor(kubelet, name=name, spec={**SPEC, "model": f"{name}-model"})
+        # The second promotion updates the shared lessons. The second monitor's window is smaller, so the
+        # first one's lesson (learned on a larger window) does not apply to it and it learns its own.
+        for name, size in (("credit", 400), ("fraud", 200)):
+            spec = {**SPEC, "model": f"{name}-model", "window": {"strategy": "sliding", "size": size}}
+            running_monitor(kubelet, name=name, spec=spec)
             pod = kubelet.pods(name, "stable")[0]["metadata"]["name"]
             kubelet.logs[pod] = (
                 "Traceback (most recent call last):\n"

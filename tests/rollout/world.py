@@ -184,7 +184,8 @@ class World:
                 self.configmaps.pop(number, None)
                 self.deleted_versions.append(number)
         elif isinstance(action, RecordLessons):
-            self.lessons_recorded.append(action.version)
+            if action.version not in self.lessons_recorded:  # a backend records a version's lessons once
+                self.lessons_recorded.append(action.version)
         elif isinstance(action, Emit):
             self.events.append(action)
         elif isinstance(action, ClearAnnotation):

@@ -76,6 +76,7 @@ class Effects:
         self._outcomes: dict[Key, GenerationOutcome] = {}
         self._event_seq = 0
         self._reference_warned: dict[Key, str] = {}
+        self._lessons_recorded: set[tuple[str, str, int]] = set()
 
     # -- generation bookkeeping ------------------------------------------------------------------------------
 
@@ -326,6 +327,12 @@ class Effects:
     # -- lessons ---------------------------------------------------------------------------------------------
 
     async def _record_lessons(self, namespace: str, name: str, version: int) -> None:
+        if (namespace, name, version) in self._lessons_recorded:
+            return  # asked on every pass; after a restart the store itself says whether it is there
+        await self._store_lessons(namespace, name, version)
+        self._lessons_recorded.add((namespace, name, version))
+
+    async def _store_lessons(self, namespace: str, name: str, version: int) -> None:
         cm = await self.api.get_or_none(
             core_path(namespace, "configmaps", builders.version_configmap_name(name, version))
         )

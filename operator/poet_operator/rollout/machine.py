@@ -215,6 +215,9 @@ class _Step:
             key=lambda c: ("Ready", "Generated", "CanaryHealthy", "Degraded").index(c.type)
         )
 
+    def of_kind(self, kind: type) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
     def entry(self, number: int | None) -> VersionEntry | None:
         return self.s.version(number)
 
@@ -789,6 +792,16 @@ class _Step:
         if self.s.stable_version is not None:
             self.actions.append(EnsureService())
             self.actions.append(EnsureDeployment("stable", self.s.stable_version))
+            stable = self.entry(self.s.stable_version)
+            if (
+                stable is not None
+                and stable.state == "promoted"
+                and stable.reason == "crash-feedback"
+                and not self.of_kind(RecordLessons)
+            ):
+                # Stated on every pass like the Deployments, so a restart between the promotion and the
+                # write cannot lose the lesson; the backend records each version's lessons once.
+                self.actions.append(RecordLessons(stable.number))
         if self.s.canary_version is not None:
             self.actions.append(EnsureDeployment("canary", self.s.canary_version))
         elif self.obs.canary is not None or self.obs.pods_of("canary"):

@@ -295,3 +295,22 @@ def test_keeping_no_history_deletes_every_version_but_stable_and_canary() -> Non
     world.settle()
     assert world.status.stable_version == 2
     assert set(world.configmaps) == {2}
+
+
+def test_restarts_tolerated_during_the_canary_do_not_regenerate_the_promoted_version() -> None:
+    world = running_world()
+    world.crash("stable")
+    world.step()
+    world.finish_generations()
+    world.step()
+    world.pods_ready("canary")
+    world.crash("canary", reason="Error", exit_code=1, message=CRASH_RECORD)  # 1 restart, tolerance 2
+    world.pods_ready("canary")
+    world.step()
+    world.advance(61)
+    decision = world.step()
+    assert decision.rollout == "promoted"
+    world.pods_ready()
+    after = world.step()
+    assert not after.of_type(Generate)
+    assert world.status.phase == "Running"

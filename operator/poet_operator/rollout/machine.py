@@ -694,6 +694,11 @@ class _Step:
         self.s.canary_version = None
         self.s.canary = None
         self.rollout = "promoted"
+        for record in self.s.feedback:
+            if record.version == number:
+                # Restarts within the canary's tolerance were weighed by the analysis that just passed;
+                # they must not regenerate the version that was promoted in spite of them.
+                record.evidence["tolerated"] = True
         if entry is not None and entry.reason == "crash-feedback":
             self.actions.append(RecordLessons(number))
         since = parse_time(self.s.healing_since)
@@ -728,7 +733,13 @@ class _Step:
         if previous is None or self.obs.spec is None:
             return
         feedback = self.unanswered_feedback(previous)
-        fresh = [f for f in feedback if f.version is not None and f.version >= (self.s.stable_version or 0)]
+        fresh = [
+            f
+            for f in feedback
+            if f.version is not None
+            and f.version >= (self.s.stable_version or 0)
+            and not f.evidence.get("tolerated")
+        ]
         if not fresh:
             return
         rollout = self.spec().rollout

@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint crd bench bench-quick bench-runtime bench-generator clean
+.PHONY: demo test lint crd bench bench-quick bench-runtime bench-generator clean images chart-crd
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,parquet]'
+	$(PY) -m pip install --quiet -e '.[operator,test,parquet]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +26,7 @@ test: $(STAMP) lint
 crd: $(STAMP)
 	$(VENV)/bin/poetmon crd -o crds/modelmonitor.yaml
 	$(VENV)/bin/poetmon crd --docs -o docs/spec-reference.md
+	$(MAKE) chart-crd
 
 bench-quick: $(STAMP)
 	$(PY) bench/drift_bench.py --quick
@@ -41,3 +42,13 @@ bench-generator: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Container images (needs Docker): poet-monitor/runtime and poet-monitor/operator, tagged with the package version.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+images:
+	docker build --target runtime -t poet-monitor/runtime:$(VERSION) .
+	docker build --target operator -t poet-monitor/operator:$(VERSION) .
+
+# The chart carries a copy of the generated CRD (helm reads files only from inside the chart).
+chart-crd:
+	cp crds/modelmonitor.yaml charts/poet-monitor/files/modelmonitor.yaml

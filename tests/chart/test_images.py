@@ -218,12 +218,12 @@ def test_poetmon_serve_runs_without_operator_packages(tmp_path: Path) -> None:
                     pytest.fail(f"poetmon serve exited {proc.returncode}: {log.read_text()[-3000:]}")
                 return http("GET", url + "/readyz")[0] == 200
 
-            wait_until(ready, 30, what="readyz")
+            wait_until(ready, 60, what="readyz")
             assert http("POST", url + "/v1/reference", columns_json(frame(600, seed=1)))[0] == 200
             assert http("POST", url + "/v1/batches", columns_json(frame(600, seed=2, shift=1.0)))[0] == 202
             wait_until(
                 lambda: b"poet_monitor_feature_drift_score{" in http("GET", url + "/metrics")[1],
-                30, what="an evaluation",
+                60, what="an evaluation",
             )  # fmt: skip
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -1,31 +1,33 @@
 {{/*
-The operator's permissions, each rule for a call the operator makes. tests/chart/test_rbac.py checks them
-against tests/k8s/operator_api_calls.json (the calls the operator's integration tests recorded): every call
-allowed, nothing granted that is not called.
+The operator's permissions, each rule for calls the operator makes (operator/poet_operator/k8s/). kopf runs
+with namespace and CRD scanning off and event posting off, so it needs nothing beyond these.
+tests/chart/test_rbac.py checks them against tests/k8s/operator_api_calls.json (the calls recorded in the
+operator's integration tests): every call allowed, nothing granted that is not called or named there.
 */}}
 
 {{/* Rules in every namespace where ModelMonitors live. */}}
 {{- define "poet-monitor.namespacedRules" -}}
-# ModelMonitors: kopf watches them and patches finalizers and its progress annotations.
+# ModelMonitors: kopf lists and watches them and patches its finalizer and progress annotations; the
+# operator reads one before acting and clears the manual-control annotations it has handled.
 - apiGroups: ["poet.dev"]
   resources: ["modelmonitors"]
   verbs: ["get", "list", "watch", "patch"]
-# Status: phase, versions, rollout and conditions.
+# Status: phase, versions, rollout and conditions (merge patches).
 - apiGroups: ["poet.dev"]
   resources: ["modelmonitors/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Version ConfigMaps (NAME-vN, immutable; old ones pruned) and the reference ConfigMap (NAME-reference).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # The stable and canary Deployments of each monitor.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # The ingestion Service of each monitor.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "create", "patch"]
 # Runtime pods: restarts, exit codes and termination messages are the crash feedback.
 - apiGroups: [""]
   resources: ["pods"]
@@ -38,25 +40,22 @@ allowed, nothing granted that is not called.
 - apiGroups: [""]
   resources: ["pods/proxy"]
   verbs: ["get", "create"]
-# Events on ModelMonitors (generation, enforce, rollout), from kopf and from the operator.
+# Events on ModelMonitors (generation, enforce, rollout).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
+{{- if .Values.llm.allowMonitorSecrets }}
+# Opted in (llm.allowMonitorSecrets): read the Secret a monitor names in spec.generator.llm.apiKeySecret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 
-{{/* Rules on cluster-scoped resources. */}}
-{{- define "poet-monitor.clusterRules" -}}
-# kopf scans the cluster's CRDs to resolve the resources it serves.
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
-{{- if not .Values.watch.namespaces }}
-# A cluster-wide kopf lists and watches namespaces to follow the ones that come and go.
+{{/* Rules of the operator's own namespace when it is not watched: the lessons ConfigMap. */}}
+{{- define "poet-monitor.selfRules" -}}
+# The lessons ConfigMap (poet-monitor-lessons): what every regeneration learned, shared across monitors.
 - apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-{{- end }}
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 {{- end }}

@@ -119,3 +119,23 @@ def test_make_images_builds_both_targets() -> None:
         "docker build --target runtime -t poet-monitor/runtime:0.1.0 .",
         "docker build --target operator -t poet-monitor/operator:0.1.0 .",
     ]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/install.md", "docs/operator.md"])
+def test_relative_links_resolve(doc: str) -> None:
+    """Every relative link in the user's documentation names a file that exists, and a heading in it."""
+    source = REPO / doc
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (source.parent / path).resolve() if path else source
+        if not file.exists():
+            broken.append(target)
+        elif anchor and file.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", file.read_text(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+            if anchor not in slugs:
+                broken.append(target)
+    assert not broken, f"{doc}: broken links {broken}"

@@ -83,3 +83,14 @@ def test_schema_covers_every_default_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"]), set(values) - set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+def test_notes_tell_what_to_apply_and_how_to_watch() -> None:
+    proc = helm("install", "poet-monitor", CHART, "--namespace", "poet-system", "--dry-run=client")
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n poet-system rollout status deployment/poet-monitor" in notes
+    assert "kubectl apply -n NAMESPACE -f examples/minimal.yaml" in notes
+    assert (CHART.parents[1] / "examples" / "minimal.yaml").is_file()
+    assert "kubectl get mm -n NAMESPACE -w" in notes and "kubectl poet status NAME" in notes
+    assert "llm.apiKeySecret.name" in notes  # no key configured: the notes say how

@@ -36,8 +36,8 @@ LABEL org.opencontainers.image.title="poet-monitor runtime" \
       org.opencontainers.image.description="Serves one generated drift monitor version (poetmon serve)" \
       org.opencontainers.image.licenses="Apache-2.0"
 # A fixed UID/GID so the pod's securityContext (runAsUser 10001) and file ownership agree.
-RUN groupadd --system --gid 10001 poet \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+RUN groupadd --gid 10001 poet \
+    && useradd --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin poet \
     && mkdir -p /etc/poet/version /etc/poet/reference /var/lib/poet/checkpoints \
     && chown 10001:10001 /var/lib/poet/checkpoints
@@ -57,8 +57,8 @@ FROM ${PYTHON_IMAGE} AS operator
 LABEL org.opencontainers.image.title="poet-monitor operator" \
       org.opencontainers.image.description="Generates, enforces, rolls out and heals ModelMonitors (poetmon operator)" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN groupadd --system --gid 10001 poet \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+RUN groupadd --gid 10001 poet \
+    && useradd --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin poet
 COPY --from=operator-env /opt/poet /opt/poet
 ENV PATH=/opt/poet/bin:${PATH} \

@@ -31,7 +31,7 @@ operator's integration tests): every call allowed, nothing granted that is not c
 # Runtime pods: restarts, exit codes and termination messages are the crash feedback.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # The last lines of a crashed runtime's log go into the feedback record.
 - apiGroups: [""]
   resources: ["pods/log"]

@@ -37,11 +37,6 @@ JUSTIFIED: dict[Permission, str] = {
     ("", "configmaps", "delete"): "DeleteVersions prunes old version ConfigMaps (effects.apply)",
     ("", "services", "patch"): "_ensure patches a Service whose labels drifted from the builder's",
     ("", "pods/log", "get"): "the last log lines of a crashed runtime (reconciler._log_tail)",
-    (
-        "",
-        "pods/proxy",
-        "create",
-    ): "HandOffReference POSTs the reference to a pod (effects._hand_off_reference)",
 }
 
 # Resources that are not namespaced (the log does not say; RBAC does).

@@ -32,11 +32,11 @@ HARNESS_CALLS: dict[Permission, str] = {
 # Grants with no call in the log, each with the operator code that makes the call. The integration tests do
 # not reach these paths today; the chart must still allow them or the operator fails there in a cluster.
 JUSTIFIED: dict[Permission, str] = {
-    ("", "configmaps", "patch"): "the reference ConfigMap and the lessons ConfigMap are merge-patched "
-    "(effects._hand_off_reference, effects._record_lessons)",
-    ("", "configmaps", "delete"): "DeleteVersions prunes old version ConfigMaps (effects.apply)",
-    ("", "services", "patch"): "_ensure patches a Service whose labels drifted from the builder's",
-    ("", "pods/log", "get"): "the last log lines of a crashed runtime (reconciler._log_tail)",
+    (
+        "",
+        "services",
+        "patch",
+    ): "_ensure patches a Service whose labels drifted from the builder's (effects.py)",
 }
 
 # Resources that are not namespaced (the log does not say; RBAC does).

@@ -16,6 +16,7 @@ import kopf
 
 from poet_operator import __version__
 from poet_operator.k8s.api import KubeApi, load_client
+from poet_operator.k8s.defaults import SpecDefaults
 from poet_operator.k8s.handlers import register
 from poet_operator.k8s.metrics import OperatorMetrics
 from poet_operator.k8s.reconciler import OperatorConfig, Reconciler
@@ -81,6 +82,7 @@ def operator_command(
         runtime_image=runtime_image or os.environ.get("POET_RUNTIME_IMAGE") or DEFAULT_RUNTIME_IMAGE,
         operator_namespace=operator_namespace or os.environ.get("POD_NAMESPACE") or "poet-system",
         prometheus_url=prometheus_url or os.environ.get("POET_PROMETHEUS_URL") or None,
+        spec_defaults=SpecDefaults.from_env(),
     )
     try:
         operator = build_operator(config, kubeconfig=kubeconfig)

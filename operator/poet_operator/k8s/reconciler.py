@@ -21,6 +21,7 @@ from typing import Any
 
 from poet_operator.k8s import builders
 from poet_operator.k8s.api import ApiError, KubeApi, apps_path, core_path, merge_patch_between, monitor_path
+from poet_operator.k8s.defaults import SpecDefaults
 from poet_operator.k8s.effects import Effects
 from poet_operator.k8s.metrics import OperatorMetrics
 from poet_operator.k8s.observe import (
@@ -57,6 +58,7 @@ class OperatorConfig:
     generation_workers: int = 2
     report_timeout: float = 3.0
     policy: Policy = field(default_factory=Policy)
+    spec_defaults: SpecDefaults = field(default_factory=SpecDefaults)
 
 
 class Reconciler:
@@ -227,7 +229,8 @@ class Reconciler:
         spec: MonitorSpec | None = None
         problems: tuple[tuple[str, str], ...] = ()
         try:
-            spec = MonitorSpec.from_mapping(obj.get("spec") or {}, path_prefix="spec")
+            raw_spec = self.config.spec_defaults.apply(obj.get("spec") or {})
+            spec = MonitorSpec.from_mapping(raw_spec, path_prefix="spec")
         except SpecError as exc:
             problems = tuple(exc.problems)
         name_problem = builders.monitor_name_problem(name)

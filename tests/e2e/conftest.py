@@ -57,6 +57,9 @@ def kubeconfig() -> Iterator[Path]:
     finally:
         subprocess.run(["bash", str(CLUSTER_DIR / "cluster-down.sh")], check=False)
         signal.signal(signal.SIGTERM, previous)
+        left = subprocess.run(["bash", str(CLUSTER_DIR / "leftovers.sh")], capture_output=True, text=True)
+        if left.returncode != 0:
+            raise AssertionError(f"cluster-down.sh left things behind:\n{left.stdout}")
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ kill_shims() {
   local d pid
   for d in /proc/[0-9]*; do
     pid="${d#/proc/}"
-    if tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -qF -- "-address $CONTAINERD_SOCK"; then
+    if { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null | grep -qF -- "-address $CONTAINERD_SOCK"; then
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done

@@ -245,7 +245,7 @@ start_all() {
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "poet-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --listen-metrics-urls "" --unsafe-no-fsync --quota-backend-bytes 1073741824
+    --unsafe-no-fsync --quota-backend-bytes 1073741824
   # Images load while etcd and the API server start.
   import_images
   log "images imported into containerd"

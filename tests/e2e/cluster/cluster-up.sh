@@ -197,7 +197,8 @@ YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
-bindAddress: 127.0.0.1
+# Only used to tell kube-proxy the node IP here; it listens only on the loopback ports below.
+bindAddress: $BRIDGE_IP
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 clusterCIDR: $POD_CIDR

@@ -3,12 +3,15 @@
 
 PKI="$STATE_DIR/pki"
 
+# ECDSA P-256 keys: generated in milliseconds where RSA takes seconds on a busy machine.
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
 issue_cert() {  # name subject kind(client|server|both) [subjectAltName]
   local name="$1" subject="$2" kind="$3" san="${4:-}"
   local ext="$PKI/$name.ext"
   {
     echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "keyUsage=critical,digitalSignature"
     case "$kind" in
       client) echo "extendedKeyUsage=clientAuth" ;;
       server) echo "extendedKeyUsage=serverAuth" ;;
@@ -16,7 +19,7 @@ issue_cert() {  # name subject kind(client|server|both) [subjectAltName]
     esac
     [[ -n "$san" ]] && echo "subjectAltName=$san"
   } > "$ext"
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  new_key "$PKI/$name.key"
   openssl req -new -key "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
   openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
     -days 30 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
@@ -51,7 +54,7 @@ KC
 make_pki() {
   mkdir -p "$PKI"
   chmod 0700 "$PKI"
-  openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
+  new_key "$PKI/ca.key"
   openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=poet-e2e-ca" -days 30 -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -out "$PKI/ca.crt" 2>/dev/null
@@ -65,8 +68,8 @@ make_pki() {
   issue_cert kube-proxy "/CN=system:kube-proxy" client
   issue_cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" client
   issue_cert kubelet-server "/CN=$NODE_NAME" server "IP:$BRIDGE_IP,DNS:$NODE_NAME"
-  openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  new_key "$PKI/sa.key"
+  openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   write_kubeconfig "$STATE_DIR/admin.kubeconfig" admin admin
   write_kubeconfig "$STATE_DIR/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
   write_kubeconfig "$STATE_DIR/scheduler.kubeconfig" system:kube-scheduler scheduler

@@ -44,12 +44,11 @@ kill_pod_processes() {
 
 # The runc shims containerd started for this cluster carry its socket address on their command line.
 kill_shims() {
-  local d pid
-  for d in /proc/[0-9]*; do
-    pid="${d#/proc/}"
-    if { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null | grep -qF -- "-address $CONTAINERD_SOCK"; then
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+  local f pid exe
+  for f in $(grep -lsF -- "$CONTAINERD_SOCK" /proc/[0-9]*/cmdline || true); do
+    pid="${f#/proc/}"; pid="${pid%/cmdline}"
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+    [[ "$exe" == */containerd-shim* ]] && kill -KILL "$pid" 2>/dev/null || true
   done
 }
 
@@ -65,7 +64,7 @@ unmount_under() {  # directory
   local dir="$1" mp
   [[ -n "$dir" && "$dir" != "/" ]] || return 0
   # Deepest first; mountinfo escapes spaces as \040.
-  awk '{print $5}' /proc/self/mountinfo | sed 's/\\040/ /g' | grep -E "^$dir(/|$)" | sort -r \
+  { awk '{print $5}' /proc/self/mountinfo | sed 's/\\040/ /g' | grep -E "^$dir(/|$)" || true; } | sort -r \
     | while read -r mp; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done
 }
 
@@ -82,7 +81,7 @@ clean_iptables() {
     [[ -n "$added" ]] || continue
     while read -r table chain; do
       # Delete rules in any chain that jump to this one, then empty and remove it.
-      "$ipt-save" -t "$table" 2>/dev/null | grep -E "^-A .* -j $chain( |$)" | sed 's/^-A /-D /' \
+      { "$ipt-save" -t "$table" 2>/dev/null | grep -E "^-A .* -j $chain( |$)" || true; } | sed 's/^-A /-D /' \
         | while read -r rule; do eval "$ipt -t $table $rule" 2>/dev/null || true; done
     done <<< "$added"
     while read -r table chain; do "$ipt" -t "$table" -F "$chain" 2>/dev/null || true; done <<< "$added"

@@ -10,12 +10,11 @@ source "$HERE/common.sh"
 found=0
 report() { echo "left over: $*"; found=1; }
 
-for d in /proc/[0-9]*; do
-  exe="$(readlink "$d/exe" 2>/dev/null || true)"
-  cmd="$( { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null || true)"
-  if [[ "$exe" == "$BIN_DIR/"* || "$cmd" == *"$CONTAINERD_SOCK"* || "$cmd" == *"$STATE_DIR/containerd/config.toml"* ]]; then
-    report "process ${d#/proc/}: $cmd"
-  fi
+# One grep over every command line; the grep itself has exited by the time its matches are checked.
+for f in $(grep -lsF -e "$CONTAINERD_SOCK" -e "$STATE_DIR/containerd/config.toml" -e "$BIN_DIR/" \
+    /proc/[0-9]*/cmdline || true); do
+  cmd="$( { tr '\0' ' ' < "$f"; } 2>/dev/null || true)"
+  [[ -n "$cmd" ]] && report "process $(basename "$(dirname "$f")"): $cmd"
 done
 while read -r mp; do report "mount $mp"; done < <(awk '{print $5}' /proc/self/mountinfo \
   | grep -E "^($RUN_DIR|$STATE_DIR)(/|$)" || true)

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint crd bench bench-quick bench-runtime bench-generator clean images chart-crd
+.PHONY: demo test lint crd bench bench-quick bench-runtime bench-generator clean images chart-crd cluster-up cluster-down e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ bench-runtime: $(STAMP)
 
 bench-generator: $(STAMP)
 	$(PY) bench/generator_bench.py
+
+# End-to-end suite on a real single-node cluster built locally (tests/e2e/cluster/, needs root), or on
+# the cluster E2E_KUBECONFIG points to. Not part of `make test`.
+cluster-up:
+	bash tests/e2e/cluster/cluster-up.sh
+
+cluster-down:
+	bash tests/e2e/cluster/cluster-down.sh
+
+e2e: $(STAMP)
+	POET_E2E=1 $(PY) -m pytest -q tests/e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

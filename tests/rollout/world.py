@@ -80,6 +80,9 @@ class World:
     deleted_versions: list[int] = field(default_factory=list)
     generate_calls: list[Generate] = field(default_factory=list)
     reject_next: str | None = None  # "enforce_failed" / "escalated": the next generation fails so
+    # Versions whose generation always ends so, however often it is redone (a deterministic generator
+    # refuses the same input again, e.g. after an operator restart lost the first outcome).
+    rejections: dict[int, str] = field(default_factory=dict)
     error_rates: dict[str, float] = field(default_factory=dict)
     reports_visible: bool = True
     query: tuple[bool, str] | None = None
@@ -196,10 +199,9 @@ class World:
     def finish_generations(self) -> None:
         """Every running generation completes (the first one possibly rejected, as set by reject_next)."""
         for number, call in sorted(self.generating.items()):
-            if self.reject_next:
-                self.outcome = GenerationOutcome(
-                    number, self.reject_next, call.spec_hash, "enforce: 2 checks failed"
-                )
+            if self.reject_next or number in self.rejections:
+                status = self.reject_next or self.rejections[number]
+                self.outcome = GenerationOutcome(number, status, call.spec_hash, "enforce: 2 checks failed")
                 self.reject_next = None
             else:
                 remedies = tuple(f"{f.signature}:bounded_memory" for f in call.feedback)

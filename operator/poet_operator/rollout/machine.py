@@ -508,6 +508,9 @@ class _Step:
                 f"a person should look at the last failure ({self.name_hint}), then change the spec or set "
                 "poet.dev/regenerate"
             )
+            # As the message says: no automatic retry after the backoff, until the spec changes or a person
+            # asks (both clear the hold).
+            self.s.hold = f"version {pending.version} escalated to a person"
         else:
             text = f"version {pending.version} was rejected ({reason}): {state_message}. " + (
                 f"Version {self.s.stable_version} keeps running."
@@ -745,6 +748,7 @@ class _Step:
         rollout = self.spec().rollout
         signatures = ", ".join(sorted({f.signature for f in fresh}))
         if self.s.hold:
+            self.sticky_problems()  # a refused last attempt (an escalation) says best what to do
             self.degrade("RegenerationHeld", f"failures ({signatures}) are not being answered: {self.s.hold}")
             return
         if not rollout.auto_regenerate:

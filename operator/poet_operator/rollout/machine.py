@@ -272,6 +272,8 @@ class _Step:
                 continue
             value = str(annotations[key])
             self.actions.append(ClearAnnotation(key))
+            if self.already_handled(key, value):
+                continue
             if value.strip().lower() in _FALSE_WORDS:
                 outcome = f"{key}={value!r} ignored (set it to true to act)"
             elif key == PROMOTE:
@@ -284,6 +286,18 @@ class _Step:
             self.s.last_manual_action = ManualAction(
                 annotation=key, value=value, outcome=outcome, time=self.stamp
             )
+
+    def already_handled(self, key: str, value: str) -> bool:
+        """The request acted on last, seen again because its removal did not land (an operator restart or a
+        failed patch after the status was written). `kubectl poet` writes the request time as the value, so
+        only such a value tells one request from the next; a plain `true` is acted on each time it is seen."""
+        last = self.s.last_manual_action
+        return (
+            last is not None
+            and last.annotation == key
+            and last.value == value
+            and parse_time(value.strip()) is not None
+        )
 
     def manual_promote(self) -> str:
         if self.s.canary_version is None:

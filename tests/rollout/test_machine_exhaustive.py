@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from poet_operator.rollout.actions import ClearAnnotation, Decision, Emit, Generate, RecordLessons
-from poet_operator.rollout.machine import ABORT, PAUSED, PROMOTE, REGENERATE, decide
+from poet_operator.rollout.machine import ABORT, PAUSED, PROMOTE, REGENERATE, decide, parse_time
 from poet_operator.rollout.observations import VersionInfo, as_jsonable
 from poet_operator.rollout.status import CONDITION_TYPES, MonitorStatus
 
@@ -86,12 +86,27 @@ def change_spec(**changes: Any) -> Op:
     return Op(f"spec {sorted(changes)} changed", lambda w: w.with_spec(**changes))
 
 
+def restore_spec(spec: dict[str, Any]) -> Op:
+    def run(world: World) -> None:
+        world.spec = copy.deepcopy(spec)
+        world.generation += 1
+
+    return Op("spec restored", run)
+
+
+def error_rate(role: str, rate: float) -> Op:
+    return Op(f"{role} error rate {rate}", lambda w: w.error_rates.__setitem__(role, rate))
+
+
 @dataclass(frozen=True)
 class Scenario:
     ops: tuple[Op, ...]
     spec: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(SPEC))
     rejections: dict[int, str] = field(default_factory=dict)
     expect: Callable[[World], None] = lambda world: None
+    # False where a restart rightly takes another path to the same versions (a generation for an old spec
+    # that finishes is discarded; one lost in a restart is dropped before it is stored): compared loosely.
+    exact: bool = True
 
     def world(self) -> World:
         world = World(spec=copy.deepcopy(self.spec))
@@ -204,6 +219,50 @@ def expect_pause(world: World) -> None:
 def expect_pause_in_canary(world: World) -> None:
     assert world.status.stable_version == 2 and not world.status.paused
     assert reasons(world)["Paused"] == 1 and reasons(world)["Resumed"] == 1
+
+
+def expect_spec_change_in_canary(world: World) -> None:
+    assert world.status.stable_version == 3 and world.status.phase == "Running"
+    assert states(world) == {1: "superseded", 2: "superseded", 3: "promoted"}
+    assert reasons(world)["CanaryRemoved"] == 1 and world.lessons_recorded == []
+    assert world.status.healing_since is None, "the failing version is gone: nothing is healing any more"
+
+
+def expect_spec_change_in_generation(world: World) -> None:
+    assert world.status.stable_version == 3 and world.status.phase == "Running"
+    assert states(world) == {1: "superseded", 2: "superseded", 3: "promoted"}
+    assert world.status.version(3).reason == "spec-change"
+
+
+def expect_refused_spec(world: World) -> None:
+    assert world.status.phase == "Running" and world.status.stable_version == 1
+    assert states(world) == {1: "stable"} and len(world.generate_calls) == 1
+    assert reasons(world)["InvalidSpec"] == 1
+    degraded, ready = world.status.condition("Degraded"), world.status.condition("Ready")
+    assert degraded.status == "False" and ready.status == "True" and ready.observed_generation == 3
+
+
+def expect_deadline_rollback(world: World) -> None:
+    assert world.status.stable_version == 3
+    assert states(world) == {1: "superseded", 2: "rolled-back", 3: "promoted"}
+    assert "progress deadline" in world.status.version(2).message
+
+
+def expect_error_rate_rollback(world: World) -> None:
+    assert world.status.stable_version == 3
+    assert states(world) == {1: "superseded", 2: "rolled-back", 3: "promoted"}
+    assert "error rate" in world.status.version(2).message
+
+
+def expect_rollout_only(world: World) -> None:
+    assert world.status.observed_generation == 2 and len(world.generate_calls) == 1
+    assert world.status.phase == "Running" and states(world) == {1: "stable"}
+
+
+def expect_refused_first_version(world: World) -> None:
+    assert world.status.phase == "Running" and world.status.stable_version == 2
+    assert states(world) == {1: "rejected", 2: "stable"}
+    assert reasons(world)["EnforceRejected"] == 1
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -349,6 +408,88 @@ SCENARIOS: dict[str, Scenario] = {
             STEP,
         ),
         expect=expect_pause_in_canary,
+    ),
+    "spec change during a canary": Scenario(
+        (
+            *DEPLOY,
+            *CRASH_TO_CANARY,
+            change_spec(features=FEATURES),
+            STEP,
+            FINISH,
+            STEP,
+            ready("canary"),
+            STEP,
+            *PROMOTION,
+        ),
+        expect=expect_spec_change_in_canary,
+    ),
+    "spec change during a generation": Scenario(
+        (
+            *DEPLOY,
+            crash("stable"),
+            STEP,
+            change_spec(features=FEATURES),
+            STEP,
+            FINISH,
+            STEP,
+            FINISH,
+            STEP,
+            ready("canary"),
+            STEP,
+            *PROMOTION,
+        ),
+        expect=expect_spec_change_in_generation,
+        exact=False,
+    ),
+    "refused spec while running, then fixed": Scenario(
+        (*DEPLOY, change_spec(window={"size": 1}), STEP, advance(30), STEP, restore_spec(SPEC), STEP),
+        expect=expect_refused_spec,
+    ),
+    "canary misses its progress deadline": Scenario(
+        (
+            *DEPLOY,
+            crash("stable"),
+            STEP,
+            FINISH,
+            STEP,
+            advance(601),
+            STEP,
+            FINISH,
+            STEP,
+            ready("canary"),
+            STEP,
+            *PROMOTION,
+        ),
+        expect=expect_deadline_rollback,
+    ),
+    "canary error rate worse than stable's": Scenario(
+        (
+            *DEPLOY,
+            crash("stable"),
+            STEP,
+            FINISH,
+            STEP,
+            error_rate("canary", 0.5),
+            ready(),
+            STEP,
+            error_rate("canary", 0.0),
+            advance(11),
+            STEP,
+            FINISH,
+            STEP,
+            ready("canary"),
+            STEP,
+            *PROMOTION,
+        ),
+        expect=expect_error_rate_rollback,
+    ),
+    "rollout-only spec change": Scenario(
+        (*DEPLOY, change_spec(rollout={"canaryAnalysisSeconds": 5}), STEP), expect=expect_rollout_only
+    ),
+    "refused first version, then a new spec": Scenario(
+        (STEP, FINISH, STEP, STEP, change_spec(model="credit-2"), STEP, FINISH, STEP, ready(), STEP),
+        rejections={1: "enforce_failed"},
+        expect=expect_refused_first_version,
     ),
 }
 
@@ -505,7 +646,10 @@ def test_a_restart_before_any_step_ends_the_same(name: str) -> None:
     expected = snapshot(Run(scenario.world()).play(scenario.ops).world)
     for where, run in branches(scenario, restart_before):
         check_run(run.world)
-        assert snapshot(run.world) == expected, f"restart before {where}"
+        if scenario.exact:
+            assert snapshot(run.world) == expected, f"restart before {where}"
+        else:
+            assert_same_versions(run.world, expected, f"restart before {where}", configmaps=False)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -519,14 +663,23 @@ def test_a_restart_in_the_middle_of_any_step_ends_the_same(name: str) -> None:
     for where, run in branches(scenario, restart_during):
         world = run.world
         check_run(world)
-        got = snapshot(world)
-        for key in ("configmaps", "deployments"):
-            assert got[key] == expected[key], f"{key} after a restart in the middle of {where}"
-        assert states(world) == states(baseline), f"versions after a restart in the middle of {where}"
-        for key in ("stableVersion", "canaryVersion", "phase", "regenerations", "paused", "hold"):
-            assert got["status"].get(key) == expected["status"].get(key), f"{key}, restart in {where}"
+        assert_same_versions(world, expected, f"restart in the middle of {where}", configmaps=scenario.exact)
         assert set(once_events(world)) <= set(once_events(baseline)), where
         assert set(world.lessons_recorded) <= set(baseline.lessons_recorded), where
+
+
+def assert_same_versions(world: World, expected: dict[str, Any], where: str, *, configmaps: bool) -> None:
+    """The same versions in the same states, run the same way, whatever Events were lost on the way (and,
+    when `configmaps`, the same ConfigMaps kept)."""
+    got = snapshot(world)
+    for key in ("deployments", "annotations"):
+        assert got[key] == expected[key], f"{key} after a {where}"
+    if configmaps:
+        assert set(got["configmaps"]) == set(expected["configmaps"]), f"ConfigMaps after a {where}"
+    expected_states = {v["number"]: v["state"] for v in expected["status"]["versions"]}
+    assert states(world) == expected_states, f"versions after a {where}"
+    for key in ("stableVersion", "canaryVersion", "phase", "regenerations", "paused", "hold"):
+        assert got["status"].get(key) == expected["status"].get(key), f"{key} after a {where}"
 
 
 # -- every decision made twice -------------------------------------------------------------------------------
@@ -703,10 +856,42 @@ def test_random_event_sequences_keep_the_invariants(
     run = Run(World(spec=copy.deepcopy(SPEC)))
     if start_running:
         run.play(DEPLOY)
-    for event in events:
+    for index, event in enumerate(events):
         happen(run, event)
-        before = run.world.status
-        decision = run.world.step()
+        world = run.world
+        observation = world.observe()
+        if not plain_requests(observation.annotations):
+            first = decide(world.status, observation, world.policy)
+            second = decide(first.status, observation, world.policy)
+            assert_second_decision_adds_nothing(first, second, f"event {index}")
+        before = world.status
+        decision = world.step()
         run.check_writes()
-        check_invariants(before, decision, run.world)
+        check_invariants(before, decision, world)
     check_run(run.world)
+
+
+def plain_requests(annotations: dict[str, str]) -> list[str]:
+    """One-shot requests whose value is not a request time: acted on each time they are seen, by design."""
+    return [
+        k for k in (PROMOTE, ABORT, REGENERATE) if k in annotations and parse_time(annotations[k]) is None
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RecordLessons is asked for once, in the step that promotes; the status does not say whether it "
+    "was done, so an operator that dies between writing the status and recording the lesson loses it",
+)
+def test_a_restart_right_after_a_promotion_was_written_still_records_its_lesson() -> None:
+    scenario = SCENARIOS["crash, regeneration, canary, promotion"]
+    run = Run(scenario.world())
+    for index, op in enumerate(scenario.ops):
+        world = run.world
+        if op.is_step and decide(world.status, world.observe(), world.policy).rollout == "promoted":
+            run.step_interrupted(0)
+            run.play(scenario.ops[index + 1 :])
+            break
+        run.do(op)
+    assert run.world.status.stable_version == 2
+    assert run.world.lessons_recorded == [2]

@@ -721,7 +721,8 @@ class _Step:
         since = parse_time(self.s.healing_since)
         if since is not None and entry is not None and entry.reason in ("crash-feedback", "manual"):
             self.fixed_after = max(0.0, (self.now - since).total_seconds())
-            self.s.healing_since = None
+        # The failing version is gone whatever replaced it: a later failure starts its own clock.
+        self.s.healing_since = None
 
     def roll_back(self, why: str, *, feedback: bool, outcome: str = "rolled_back") -> None:
         number = self.s.canary_version

@@ -499,6 +499,10 @@ class _Step:
             )
 
     def reject_version(self, pending: PendingGeneration, status: str, message: str) -> None:
+        if self.obs.spec is not None and pending.spec_hash != code_spec_hash(self.spec()):
+            # Refused for a spec that is no longer asked for: discarded like a written one, not a failure.
+            self.supersede_pending("the spec changed while it was being generated")
+            return
         self.s.pending = None
         reason = {"enforce_failed": "EnforceRejected", "escalated": "Escalated"}.get(
             status, "GenerationFailed"

@@ -537,7 +537,8 @@ class _Step:
             )
         self.set_condition("Generated", "False", reason, text)
         self.emit("Warning", reason, text)
-        self.degrade(reason, text, event=False)
+        # Degraded follows from the Generated condition (sticky_problems) once nothing else is under way, the
+        # same in this step as in the next: a regeneration started right away leaves nothing to report.
 
     def record(self, entry: VersionEntry) -> None:
         others = [v for v in self.s.versions if v.number != entry.number]

@@ -895,3 +895,35 @@ def test_a_restart_right_after_a_promotion_was_written_still_records_its_lesson(
         run.do(op)
     assert run.world.status.stable_version == 2
     assert run.world.lessons_recorded == [2]
+
+
+# -- found by the random sequences, kept as plain examples ------------------------------------------------
+
+
+def test_a_version_refused_for_a_spec_no_longer_asked_for_is_superseded_not_rejected() -> None:
+    world = World(spec=copy.deepcopy(SPEC))
+    world.step()
+    world.with_spec(model="a")
+    world.step()  # version 1 is still being generated for the old spec
+    world.reject_next = "enforce_failed"
+    world.finish_generations()
+    world.step()
+    assert world.status.version(1).state == "superseded"
+    assert world.status.pending is not None and world.status.pending.version == 2
+    assert "EnforceRejected" not in reasons(world)
+    assert world.status.condition("Degraded").status == "False"
+
+
+def test_degraded_after_a_rejection_is_the_same_in_the_next_step() -> None:
+    run = Run(World(spec=copy.deepcopy(SPEC))).play(DEPLOY)
+    world = run.world
+    world.with_spec(model="a")
+    world.step()
+    world.crash("stable", **CRASHES["clean"])
+    world.step()
+    world.reject_next = "enforce_failed"
+    world.finish_generations()
+    rejecting = world.step()
+    assert world.status.version(2).state == "rejected" and world.status.pending.version == 3
+    assert world.step().status.condition("Degraded") == rejecting.status.condition("Degraded")
+    assert reasons(world)["EnforceRejected"] == 1

@@ -28,7 +28,17 @@ SPEC: dict[str, Any] = {
 }
 FEATURES = [{"name": "income", "type": "continuous"}]
 # Events that say a version moved, each at most once per version however often the operator restarts.
-ONCE_PER_VERSION = ("Promoted", "RolledBack", "CanaryStarted")
+ONCE_PER_VERSION = (
+    "Generating",
+    "Generated",
+    "CanaryStarted",
+    "Promoted",
+    "RolledBack",
+    "EnforceRejected",
+    "Escalated",
+    "Superseded",
+    "CanaryRemoved",
+)
 REQUEST_TIME = "2026-12-01T12:30:00Z"  # what `kubectl poet promote` and friends write as the value
 
 

@@ -768,6 +768,7 @@ EVENTS = st.one_of(
         st.just("finish"), st.sampled_from(["written", "written", "enforce_failed", "escalated", "error"])
     ),
     st.tuples(st.just("restart")),
+    st.tuples(st.just("platform"), st.sampled_from(["stable", "canary"])),
     st.tuples(st.just("canary-error-rate"), st.sampled_from([0.0, 0.5])),
 )
 
@@ -807,6 +808,10 @@ def happen(run: Run, event: tuple[Any, ...]) -> None:
         world.reject_next = None
     elif kind == "restart":
         world.restart_operator()
+    elif kind == "platform":  # the image cannot be pulled: not the code's fault
+        for pod in world.pods.values():
+            if pod.role == event[1]:
+                pod.ready, pod.waiting = False, "ImagePullBackOff"
     elif kind == "canary-error-rate":
         world.error_rates["canary"] = event[1]
     run.check_writes()
@@ -819,6 +824,15 @@ def check_invariants(before: MonitorStatus, decision: Decision, world: World) ->
     canaries = [v.number for v in status.versions if v.state == "canary"]
     assert canaries == ([] if status.canary_version is None else [status.canary_version])
     assert set(world.deployments) <= {"stable", "canary"}
+    # The actions carried out leave the Deployments running what the status says.
+    assert world.deployments.get("stable") == status.stable_version, (
+        world.deployments,
+        status.stable_version,
+    )
+    assert world.deployments.get("canary") == status.canary_version, (
+        world.deployments,
+        status.canary_version,
+    )
     for number, allowed in (
         (status.stable_version, ("stable", "promoted")),
         (status.canary_version, ("canary",)),

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from poet_operator.rollout.actions import ClearAnnotation, Decision, Emit, Generate, RecordLessons
-from poet_operator.rollout.machine import ABORT, PAUSED, PROMOTE, REGENERATE, decide, parse_time
+from poet_operator.rollout.machine import ABORT, PAUSED, PROMOTE, REGENERATE, Policy, decide, parse_time
 from poet_operator.rollout.observations import VersionInfo, as_jsonable
 from poet_operator.rollout.status import CONDITION_TYPES, MonitorStatus
 
@@ -951,3 +951,11 @@ def test_degraded_after_a_rejection_is_the_same_in_the_next_step() -> None:
     assert world.status.version(2).state == "rejected" and world.status.pending.version == 3
     assert world.step().status.condition("Degraded") == rejecting.status.condition("Degraded")
     assert reasons(world)["EnforceRejected"] == 1
+
+
+def test_keep_versions_zero_keeps_only_stable_and_canary() -> None:
+    world = World(spec=copy.deepcopy(SPEC), policy=Policy(keep_versions=0))
+    Run(world).play((*DEPLOY, *CRASH_TO_CANARY, *PROMOTION))
+    assert world.status.stable_version == 2
+    assert set(world.configmaps) == {2}, "a history of 0 versions keeps none besides stable and canary"
+    assert world.status.version(1).config_map is None

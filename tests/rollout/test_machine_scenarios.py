@@ -314,3 +314,14 @@ def test_restarts_tolerated_during_the_canary_do_not_regenerate_the_promoted_ver
     after = world.step()
     assert not after.of_type(Generate)
     assert world.status.phase == "Running"
+
+
+def test_a_refused_spec_change_leaves_the_running_version_and_says_degraded() -> None:
+    world = running_world()
+    world.with_spec(window={"size": 1})
+    world.step()
+    assert world.status.phase == "Degraded"
+    assert world.status.stable_version == 1 and world.deployments == {"stable": 1}
+    degraded = world.status.condition("Degraded")
+    assert degraded.status == "True" and degraded.reason == "InvalidSpec"
+    assert "keeps running" in world.status.condition("Ready").message

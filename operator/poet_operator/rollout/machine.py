@@ -952,8 +952,8 @@ class _Step:
             self.refuse_spec()
             self.desired_objects()
             self.derive_health()
-            if self.s.stable_version is None:
-                self.s.phase = "Failed"
+            # A refused spec needs a person whether or not an older version still runs.
+            self.s.phase = "Failed" if self.s.stable_version is None else "Degraded"
             self.set_condition("Degraded", "True", *self.degraded)  # type: ignore[misc]
             return self.finish()
         self.handle_annotations()

@@ -118,7 +118,12 @@ def main() -> int:
                         synced.add(name)
                     if (monitors.get(name, {}).get("status") or {}).get("phase") == "Running":
                         running.add(name)
-                time.sleep(0.5)
+                phases: dict[str, int] = {}
+                for m in monitors.values():
+                    phase = (m.get("status") or {}).get("phase", "-")
+                    phases[phase] = phases.get(phase, 0) + 1
+                print(f"{time.monotonic() - start:7.1f} s  {phases}", file=sys.stderr, flush=True)
+                time.sleep(2.0)
             all_running = time.monotonic() - start
             text = scrape()
             reconciles = metric(text, "poet_operator_reconciles_total")

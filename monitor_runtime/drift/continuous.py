@@ -1,7 +1,8 @@
 """Continuous features: KS test, with KS, Wasserstein, PSI or Jensen-Shannon as the effect size.
 
-The reference is sorted and binned once at fit time; a batch costs one sort of its own values and a
-binary search into the reference, plus a few searches of bin edges into the sorted batch.
+The reference is sorted and binned once at fit time. With KS as the effect size a batch is counted in the
+reference's grid cells (`GridKS`: no sort of the batch); the other effect sizes need the batch's quantiles,
+so there a batch costs one sort of its own values and a binary search into the reference.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from monitor_runtime.drift.columns import Column, numeric_view, unparsed_labels
-from monitor_runtime.drift.ks import ks_statistic_sorted
+from monitor_runtime.drift.ks import GRID_MIN_CURRENT, GridKS, ks_statistic_sorted
 from monitor_runtime.drift.outcome import Outcome
 
 CONTINUOUS_METHODS = ("ks", "wasserstein", "psi", "js")
@@ -70,6 +71,8 @@ class ContinuousReference:
         self.sorted = np.sort(values)
         self.n_total = column.n
         self.n_unusable = self.unusable(column)
+        # The grid answers the statistic and the median; histograms and the other effect sizes need more.
+        self.grid = GridKS.prepare(self.sorted) if method == "ks" and not histograms else None
         n = self.sorted.size
         if n:
             qs = np.quantile(self.sorted, np.linspace(0, 1, PSI_BINS + 1)[1:-1])
@@ -98,8 +101,10 @@ class ContinuousReference:
     def compare(self, column: Column) -> Outcome:
         """Compare one batch's column with the reference."""
         values = _subsample(numeric_view(column), self.max_samples, self.seed + 1)
+        n1, n2 = self.sorted.size, values.size
+        if self.grid is not None and n2 >= GRID_MIN_CURRENT:
+            return self._compare_grid(column, values)
         cur = np.sort(values)
-        n1, n2 = self.sorted.size, cur.size
         out = Outcome(self.method, self.data_type, 0.0, n1, n2)
         bad_labels = unparsed_labels(column)
         if bad_labels:
@@ -132,6 +137,27 @@ class ContinuousReference:
             )
         return out
 
+    def _compare_grid(self, column: Column, values: np.ndarray) -> Outcome:
+        """`compare` for a KS feature and a batch large enough for the grid: no sort of the batch."""
+        n1, n2 = self.sorted.size, values.size
+        out = Outcome(self.method, self.data_type, 0.0, n1, n2)
+        bad_labels = unparsed_labels(column)
+        if bad_labels:
+            out.details["non_numeric_values"] = bad_labels
+        d, cur_median = self.grid.statistic(values)
+        out.ks = (d, n1, n2)
+        out.effect = d
+        cur_mean = _mean_unsorted(values)
+        out.details.update(
+            ks_statistic=d,
+            reference_mean=self.mean,
+            current_mean=cur_mean,
+            reference_median=float(self.sorted[n1 // 2]),
+            current_median=cur_median,
+            mean_shift_sd=(cur_mean - self.mean) / self.scale,
+        )
+        return out  # never "constant": the grid exists only for a reference that is not constant
+
     def _effect(self, d: float, cur: np.ndarray) -> float:
         if self.method == "ks":
             return d
@@ -163,6 +189,15 @@ def _mean(sorted_values: np.ndarray) -> float:
     if mag < 1e150:
         return float(sorted_values.mean())
     return float((sorted_values / mag).mean()) * mag
+
+
+def _mean_unsorted(values: np.ndarray) -> float:
+    with np.errstate(over="ignore"):
+        mean = float(values.mean())
+    if np.isfinite(mean):  # only a sum beyond the float range fails, and then the mean of scaled values
+        return mean
+    mag = float(np.abs(values).max())
+    return float((values / mag).mean()) * mag
 
 
 def _mean_std(sorted_values: np.ndarray) -> tuple[float, float]:

@@ -9,6 +9,7 @@ distribution when both samples have at most 10,000 values, Smirnov's asymptotic 
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -47,6 +48,172 @@ def ks_statistic_sorted(reference_sorted: np.ndarray, current_sorted: np.ndarray
     else:  # a_l == a_r, and lower == upper - 1/n2, so the second pass is the same array's minimum
         under = 1.0 / n2 - gap.min()
     return float(max(over, under, 0.0))
+
+
+#: A batch smaller than this is sorted and searched; the grid's fixed costs pay off above it.
+GRID_MIN_CURRENT = 512
+#: Reference values per grid cell on average, and the bounds on the number of cells.
+GRID_VALUES_PER_CELL = 8
+GRID_MIN_CELLS, GRID_MAX_CELLS = 64, 16_384
+#: The grid spans the reference between these quantiles; values beyond land in the end cells.
+GRID_QUANTILES = (0.0005, 0.9995)
+#: A cell holding at least this many copies of one reference value is treated as a tie group.
+ATOM_MIN_VALUES = 16
+
+_BUFFERS = threading.local()
+
+
+def _buffers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 and an intp scratch array of length ``n``, reused per thread: a fresh 800 kB array
+    per column costs page faults that are a sizeable share of the grid pass itself."""
+    floats = getattr(_BUFFERS, "floats", None)
+    if floats is None or floats.shape[0] < n:
+        size = max(n, 1024)
+        _BUFFERS.floats, _BUFFERS.ints = np.empty(size), np.empty(size, dtype=np.intp)
+    return _BUFFERS.floats[:n], _BUFFERS.ints[:n]
+
+
+class GridKS:
+    """Exact KS statistic against a prepared reference, without sorting the batch.
+
+    The value axis is cut into cells by one monotone arithmetic map ``cell(x) = trunc(clip((x - lo) *
+    scale, 0, K - 1))``, fixed at fit time. Because the map is monotone, each cell is an interval and the
+    reference's ECDF at every cell's upper end is exact (counted once, at fit time). A batch is counted
+    per cell (one arithmetic pass and a ``bincount``), which gives the exact ECDF difference after each
+    cell; within a cell the difference can exceed those values by at most the cell's own share of either
+    sample, so only cells whose bound reaches past the largest difference seen at a cell end are
+    refined, by sorting just their current values and evaluating scipy's expression at their data
+    points. The statistic is the same float scipy's ``ks_2samp`` computes: every value compared is
+    ``R/n1 - C/n2`` of exact counts, and rounding is monotone, so the bounds hold in floating point too.
+    """
+
+    def __init__(self, reference_sorted: np.ndarray, lo: float, scale: float, cells: int):
+        self.reference = reference_sorted
+        self.n1 = int(reference_sorted.shape[0])
+        self.lo, self.scale, self.cells = lo, scale, cells
+        floats = np.empty(self.n1)
+        ints = np.empty(self.n1, dtype=np.intp)
+        counts = np.bincount(self._cells(reference_sorted, floats, ints), minlength=cells)
+        # Reference values at or below each cell's upper end.
+        self.ref_cum = np.cumsum(counts).astype(np.int32 if self.n1 < 2**31 else np.int64)
+        # Heavy tie groups (discrete data): a cell whose reference values are all one value v and that
+        # holds many of them. Refining it would sort a large share of the batch; instead the batch is
+        # counted below, at and above v in that cell, which is all the exact statistic needs there.
+        first = reference_sorted[np.minimum(self.ref_cum - counts, self.n1 - 1)]
+        last = reference_sorted[np.maximum(self.ref_cum - 1, 0)]
+        heavy = (counts >= max(ATOM_MIN_VALUES, 2 * self.n1 // cells)) & (first == last)
+        self.atom_cells = np.flatnonzero(heavy) if heavy.any() else None
+        if self.atom_cells is not None:
+            self.atom_value = np.where(heavy, first, np.nan)
+            self.atom_ref_start = self.ref_cum[self.atom_cells] - counts[self.atom_cells]
+
+    @classmethod
+    def prepare(cls, reference_sorted: np.ndarray) -> GridKS | None:
+        """A grid for a sorted, finite reference; None where it cannot help (tiny or constant reference)."""
+        n1 = int(reference_sorted.shape[0])
+        if n1 < GRID_MIN_CURRENT:
+            return None
+        lo = float(reference_sorted[int(GRID_QUANTILES[0] * (n1 - 1))])
+        hi = float(reference_sorted[int(math.ceil(GRID_QUANTILES[1] * (n1 - 1)))])
+        cells = int(min(GRID_MAX_CELLS, max(GRID_MIN_CELLS, 2 ** round(math.log2(n1 / GRID_VALUES_PER_CELL)))))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            scale = cells / (hi - lo)
+        if not (hi > lo and math.isfinite(scale) and scale > 0):
+            return None
+        return cls(reference_sorted, lo, scale, cells)
+
+    def _cells(self, values: np.ndarray, floats: np.ndarray, ints: np.ndarray) -> np.ndarray:
+        """The cell of every value: the same monotone float arithmetic at fit and at detect time."""
+        np.subtract(values, self.lo, out=floats)
+        np.multiply(floats, self.scale, out=floats)
+        np.clip(floats, 0.0, self.cells - 1, out=floats)
+        np.copyto(ints, floats, casting="unsafe")  # truncation: the floor of a non-negative value
+        return ints
+
+    def statistic(self, current: np.ndarray) -> tuple[float, float]:
+        """(KS statistic, median) of a finite, unsorted batch against the reference.
+
+        The median is the batch's value of rank ``n2 // 2`` (what ``sorted(current)[n2 // 2]`` gives),
+        found in the same refinement pass.
+        """
+        n1, n2 = self.n1, int(current.shape[0])
+        floats, ints = _buffers(n2)
+        cell = self._cells(current, floats, ints)
+        atoms = self.atom_cells
+        if atoms is None:
+            counts = np.bincount(cell, minlength=self.cells)
+        else:  # per cell: current values below, at and above the cell's tie value (NaN: all "below")
+            at = self.atom_value[cell]
+            sub = np.greater_equal(current, at).view(np.uint8).astype(np.intp)
+            sub += np.greater(current, at)
+            sub += cell * 3
+            split = np.bincount(sub, minlength=3 * self.cells).reshape(self.cells, 3)
+            counts = split.sum(axis=1)
+        cur_cum = np.cumsum(counts)
+        ref_share = self.ref_cum / n1
+        cur_share = cur_cum / n2
+        ends = ref_share - cur_share  # scipy's cdf1 - cdf2 at the last data point of each cell
+        lower = max(float(ends.max()), -float(ends.min()), 0.0)
+        rank = n2 // 2
+        median_cell = int(np.searchsorted(cur_cum, rank, side="right"))
+        median = None
+        if atoms is not None:
+            # In a tie cell the difference moves only at the tie value v and at current values below
+            # it (R stays at the cell's start there): two candidates per cell, from counts alone.
+            c_start = cur_cum[atoms] - counts[atoms]
+            r_start = self.atom_ref_start
+            below, equal = split[atoms, 0], split[atoms, 1]
+            at_v = self.ref_cum[atoms] / n1 - (c_start + below + equal) / n2
+            before_v = (r_start / n1 - (c_start + below) / n2)[below > 0]
+            for values in (at_v, before_v):
+                if values.size:
+                    lower = max(lower, float(values.max()), -float(values.min()))
+            where = np.searchsorted(atoms, median_cell)
+            if where < atoms.size and atoms[where] == median_cell:
+                inside = rank - int(c_start[where])
+                if below[where] <= inside < below[where] + equal[where]:
+                    median = float(self.atom_value[median_cell])
+        # Bounds inside cell k: R_k/n1 - C_(k-1)/n2 above, C_k/n2 - R_(k-1)/n1 below.
+        refine = np.empty(self.cells, dtype=bool)
+        refine[0] = ref_share[0] > lower or cur_share[0] > lower
+        np.greater(ref_share[1:] - cur_share[:-1], lower, out=refine[1:])
+        refine[1:] |= (cur_share[1:] - ref_share[:-1]) > lower
+        if atoms is not None:
+            refine[atoms] = False
+        if median is None:
+            refine[median_cell] = True
+        chosen = np.flatnonzero(refine)
+        # Current values in the chosen cells, sorted; numbers of current values in unchosen cells below.
+        picked = refine[cell]
+        mine = np.sort(current[picked])
+        mine_cells = np.sort(cell[picked])  # the map is monotone: sorted cells are the sorted values' cells
+        cur_before = np.concatenate(([0], cur_cum[:-1]))[chosen]  # C_(k-1) for chosen k
+        in_chosen = cur_cum[chosen] - cur_before
+        mine_before = np.concatenate(([0], np.cumsum(in_chosen)[:-1]))
+        skipped_below = cur_before - mine_before  # current values below cell k that are not in `mine`
+        offset = np.zeros(self.cells, dtype=np.int64)
+        offset[chosen] = skipped_below
+        if median is None:
+            median = float(mine[rank - int(offset[median_cell])])
+        # Reference values in the chosen cells.
+        ref_before = np.concatenate(([0], self.ref_cum[:-1]))[chosen].astype(np.int64)
+        ref_len = self.ref_cum[chosen].astype(np.int64) - ref_before
+        total = int(ref_len.sum())
+        if total:
+            starts = np.repeat(ref_before - np.concatenate(([0], np.cumsum(ref_len)[:-1])), ref_len)
+            ref_points = self.reference[starts + np.arange(total)]
+            ref_point_cells = np.repeat(chosen, ref_len)
+        else:
+            ref_points = np.empty(0)
+            ref_point_cells = np.empty(0, dtype=np.intp)
+        points = np.concatenate((mine, ref_points))
+        point_cells = np.concatenate((mine_cells, ref_point_cells))
+        if points.size:
+            r = np.searchsorted(self.reference, points, side="right")
+            c = offset[point_cells] + np.searchsorted(mine, points, side="right")
+            diffs = r / n1 - c / n2
+            lower = max(lower, float(diffs.max()), min(max(-float(diffs.min()), 0.0), 1.0))
+        return lower, median
 
 
 @lru_cache(maxsize=64)

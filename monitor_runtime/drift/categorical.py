@@ -19,6 +19,8 @@ CATEGORICAL_METHODS = ("chi2", "kl", "js", "psi")
 #: categories give a large but finite divergence.
 SMOOTHING = 0.5
 TOP_CATEGORIES = 20
+#: Largest range of integer category codes counted by offset (a table of this many counters).
+MAX_OFFSET_SPAN = 65_536
 
 
 def chi2_contingency_2xk(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, int]:
@@ -80,6 +82,15 @@ class CategoricalReference:
         else:
             self.values = None
             self.categories, counts = np.unique(label_view(column), return_counts=True)
+        # Integer codes within a small range are counted by offset: one arithmetic pass and a bincount
+        # instead of a binary search per value.
+        self._offsets = None
+        if self.values is not None and self.values.size:
+            span = float(self.values[-1] - self.values[0])
+            if span <= MAX_OFFSET_SPAN and bool(np.all(self.values == np.round(self.values))):
+                self._base = float(self.values[0]) - 1.0
+                self._span = int(span)
+                self._offsets = (self.values - self._base).astype(np.intp)
         self._label_order = np.argsort(self.categories, kind="stable")
         self._sorted_labels = self.categories[self._label_order]
         # One extra slot for categories the reference never saw.
@@ -102,6 +113,22 @@ class CategoricalReference:
         labels = label_view(column)
         return self.encode(labels), labels
 
+    def _counts(self, column: Column) -> np.ndarray:
+        """Per-category counts of a batch, unseen values in the last slot."""
+        k = self.categories.size
+        if self._offsets is not None and column.labels.size == 0:
+            # Offsets 1..span+1 are the reference's range; 0 collects values that are not whole numbers
+            # or lie outside it (clipped to 0 or span + 2).
+            t = column.numeric - self._base
+            np.clip(t, 0.0, self._span + 2.0, out=t)
+            offsets = t.astype(np.intp)
+            offsets[offsets != t] = 0
+            by_offset = np.bincount(offsets, minlength=self._span + 3)
+            seen = by_offset[self._offsets]
+            return np.append(seen, column.numeric.size - seen.sum())
+        codes, _ = self._codes(column)
+        return np.bincount(codes, minlength=k + 1)
+
     def compare(self, column: Column) -> Outcome:
         """Compare one batch's column with the reference."""
         n1, n2 = self.n_valid, column.n_valid
@@ -114,9 +141,8 @@ class CategoricalReference:
                 else ("the current batch has no rows" if column.n == 0 else "every current value is missing")
             )
             return out
-        codes, values = self._codes(column)
         k = self.categories.size
-        cur_counts = np.bincount(codes, minlength=k + 1)
+        cur_counts = self._counts(column)
         statistic, dof = chi2_contingency_2xk(self.counts, cur_counts)
         out.chi2 = (statistic, dof)
         cramers_v = float(np.sqrt(statistic / (n1 + n2))) if n1 + n2 else 0.0
@@ -132,6 +158,7 @@ class CategoricalReference:
             categories=self._shares(cur_counts, n1, n2),
         )
         if unseen:
+            codes, values = self._codes(column)  # rare: encoded once more to name the unseen values
             unseen_values = values[codes == k]
             if unseen_values.dtype.kind == "f":
                 unseen_values = render_numbers(unseen_values)

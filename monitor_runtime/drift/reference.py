@@ -281,7 +281,7 @@ class Reference:
                 "missing_rate_reference": float(rate_ref[i]),
                 "status": o.status,
                 "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i]), float(conf[i])),
-                "details": finite(details),
+                "details": _json_details(details),
             }
         for name, prep in self._features.items():
             if name not in columns:
@@ -349,6 +349,21 @@ def _combined_pvalues(outs: list[Outcome], precise: np.ndarray) -> np.ndarray:
     single = np.where(present, parts, -np.inf).max(axis=0)
     combined = fisher_combine(ks_p, chi_p, extra)
     return np.where(count == 0, np.nan, np.where(count == 1, single, combined))
+
+
+def _json_details(details: dict[str, Any]) -> dict[str, Any]:
+    """`finite` for a details mapping: its plain values are checked in place and only nested values
+    (category shares, histograms) take the general walk, which costs little per feature but adds up
+    over a thousand."""
+    out: dict[str, Any] = {}
+    for key, value in details.items():
+        kind = type(value)
+        if kind is float:
+            value = value if math.isfinite(value) else None
+        elif not (kind is str or kind is int or kind is bool or value is None):
+            value = finite(value)
+        out[key if type(key) is str else str(key)] = value
+    return out
 
 
 def _num(value: float) -> float | None:

@@ -63,6 +63,13 @@ def body_json(cols: dict[str, np.ndarray]) -> bytes:
     return json.dumps({"columns": {k: v.tolist() for k, v in cols.items()}}).encode()
 
 
+def body_ndjson(cols: dict[str, np.ndarray]) -> bytes:
+    names = list(cols)
+    lists = [cols[k].tolist() for k in names]
+    rows = (json.dumps(dict(zip(names, row, strict=True))) for row in zip(*lists, strict=True))
+    return "\n".join(rows).encode()
+
+
 def body_csv(cols: dict[str, np.ndarray]) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -85,6 +92,7 @@ def body_arrow(cols: dict[str, np.ndarray]) -> bytes:
 
 FORMATS = {
     "json": ("application/json", body_json),
+    "ndjson": ("application/x-ndjson", body_ndjson),
     "csv": ("text/csv", body_csv),
     "arrow": ("application/vnd.apache.arrow.stream", body_arrow),
 }
@@ -216,9 +224,12 @@ async def drive(
     }
 
 
+BATCHES = (100, 1_000, 10_000)
+
+
 async def _matrix(server: Server, session: aiohttp.ClientSession, seconds: float, label: str) -> list[dict]:
     rows_out = []
-    for batch in (100, 1_000, 10_000):
+    for batch in BATCHES:
         for fmt, (ctype, encode) in FORMATS.items():
             bodies = [encode(make_columns(batch, 100 + s)) for s in range(4)]
             clients = 8 if batch <= 1_000 else 4
@@ -238,7 +249,7 @@ async def _matrix(server: Server, session: aiohttp.ClientSession, seconds: float
     return rows_out
 
 
-async def throughput(code_dir: Path, quick: bool) -> list[dict[str, Any]]:
+async def throughput(code_dir: Path, quick: bool, ingestion_only: bool = False) -> list[dict[str, Any]]:
     """Ingestion alone (no reference yet, so nothing evaluates), then with evaluation running alongside."""
     seconds = 2.0 if quick else 5.0
     server = Server(code_dir, core=0 if hasattr(os, "sched_setaffinity") else None)
@@ -247,6 +258,8 @@ async def throughput(code_dir: Path, quick: bool) -> list[dict[str, Any]]:
             await server.wait_ready(session)
             print("ingestion alone:")
             rows_out = await _matrix(server, session, seconds, "ingestion")
+            if ingestion_only:
+                return rows_out
             ref = body_arrow(make_columns(20_000, 1))
             async with session.post(
                 server.url + "/v1/reference", data=ref, headers={"Content-Type": FORMATS["arrow"][0]}
@@ -377,9 +390,17 @@ def guard_cost(code_dir: Path, quick: bool) -> dict[str, float]:
 
 
 def main() -> int:
+    global BATCHES, FORMATS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batches", default="100,1000,10000", help="batch sizes, comma-separated")
+    parser.add_argument("--formats", default="json,ndjson,csv,arrow", help="a subset of these")
+    parser.add_argument(
+        "--ingestion-only", action="store_true", help="only the ingestion-alone throughput table"
+    )
     args = parser.parse_args()
+    BATCHES = tuple(int(b) for b in args.batches.split(","))
+    FORMATS = {f: FORMATS[f] for f in args.formats.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         code_dir = Path(tmp) / "v1"
         origin = write_version(code_dir)
@@ -388,7 +409,9 @@ def main() -> int:
             f"sliding window {WINDOW:,}; {os.cpu_count()} cores; server pinned to core 0"
         )
         print("\nthroughput (server on one core, clients on the other):")
-        asyncio.run(throughput(code_dir, args.quick))
+        asyncio.run(throughput(code_dir, args.quick, args.ingestion_only))
+        if args.ingestion_only:
+            return 0
         print("\nresident memory, 1,000,000 rows through a sliding window of 10,000:")
         points = asyncio.run(memory(code_dir, args.quick))
         if len(points) >= 2:

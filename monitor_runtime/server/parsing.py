@@ -208,9 +208,16 @@ def _rows_to_columns(rows: Any, what: str) -> dict[str, list[Any]]:
         raise BadRequest(
             f"row {i}: expected an object of column -> value, got {type(rows[i]).__name__}", row=i
         )
-    keys = rows[0].keys()
-    if all(map(keys.__eq__, map(dict.keys, rows))):
-        return {k: list(map(itemgetter(k), rows)) for k in keys}
+    keys = list(rows[0])
+    if set(map(len, rows)) == {len(keys)}:
+        # Every row has as many keys as the first; if each also has all of the first row's keys, the key
+        # sets are equal, and one C-level pass per row plus a transpose builds the columns.
+        try:
+            if len(keys) > 1:
+                return dict(zip(keys, zip(*map(itemgetter(*keys), rows)), strict=True))
+            return {k: list(map(itemgetter(k), rows)) for k in keys}
+        except KeyError:
+            pass
     # Ragged rows: a missing key is a missing value, like an empty CSV cell.
     names: dict[str, None] = {}
     for r in rows:

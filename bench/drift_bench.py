@@ -362,6 +362,12 @@ def workload_notes(w: str, outs: list[Outcome], out_dir: Path, truth: dict[str, 
     agree = pvalue_agreement(out_dir, w)
     if agree:
         notes.append(f"p-values vs scipy: {agree}")
+    cpu = [(o.contender.label, o.result["detect_cpu_s"]) for o in outs
+           if o.result and o.result.get("detect_cpu_s")]
+    if cpu:
+        base = next((c for label, c in cpu if label.startswith("engine")), None)
+        parts = [f"{label} {c:.3f} s" + (f" ({c / base:.1f}x)" if base else "") for label, c in cpu]
+        notes.append("detect step, fewest process CPU seconds over the runs: " + "; ".join(parts))
     return notes
 
 

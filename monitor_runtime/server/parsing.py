@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
+import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -214,7 +217,7 @@ def _rows_to_columns(rows: Any, what: str) -> dict[str, list[Any]]:
         # sets are equal, and one C-level pass per row plus a transpose builds the columns.
         try:
             if len(keys) > 1:
-                return dict(zip(keys, zip(*map(itemgetter(*keys), rows)), strict=True))
+                return dict(zip(keys, zip(*map(itemgetter(*keys), rows), strict=True), strict=True))
             return {k: list(map(itemgetter(k), rows)) for k in keys}
         except KeyError:
             pass
@@ -454,57 +457,63 @@ _csv_bool_value = np.frompyfunc(_CSV_BOOLS.__getitem__, 1, 1)
 def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
     # Both readers accept a quote left open to the end of the body (the rest becomes one cell); quotes in
     # a well-formed CSV come in pairs, so an odd count is a truncated or broken body.
-    if body.count(b'"') % 2:
+    quotes = body.count(b'"')
+    if quotes % 2:
         raise BadRequest(
             "malformed CSV: a quoted field is not terminated (odd number of double quotes); close the quote "
             '(a cell holding a quote character is quoted, with the quote doubled: "5"" screen")'
         )
     if pa is None or len(body) <= _SMALL_CSV_BYTES:
         return _parse_csv_small(body, schema, delimiter)
-    try:
-        table = pa_csv.read_csv(
-            io.BytesIO(body),
-            read_options=pa_csv.ReadOptions(use_threads=False),
-            parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-            convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
-        )
-    except pa.ArrowInvalid as exc:
-        raise BadRequest(f"malformed CSV: {exc}") from None
+    # Columns the schema knows as numbers are read as float64 without type inference; if one holds
+    # something else, the body is read again with inference, so the error names the cell as before.
+    numeric = {name: pa.float64() for name, kind in schema.kinds.items() if kind == NUMERIC}
+    for column_types in ([numeric, {}] if numeric else [{}]):
+        try:
+            table = pa_csv.read_csv(
+                io.BytesIO(body),
+                # One block: the whole body is one request, and splitting it only adds chunks to join.
+                read_options=pa_csv.ReadOptions(use_threads=False, block_size=len(body) + 1),
+                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+                convert_options=pa_csv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
+            )
+            break
+        except pa.ArrowInvalid as exc:
+            if column_types:
+                continue
+            raise BadRequest(f"malformed CSV: {exc}") from None
     return _from_table(table, schema, "CSV")
 
 
 def _parse_csv_small(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
     """CSV through the standard library; cells are converted a column at a time by numpy.
 
-    Conversions match Arrow's reader (used for larger bodies): a leading byte-order mark is dropped, the
-    same cells are null, and a column of true/false words becomes 1.0/0.0.
+    Conversions match Arrow's reader (used for larger quoted bodies): a leading byte-order mark is
+    dropped, the same cells are null, and a column of true/false words becomes 1.0/0.0.
     """
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"CSV body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    try:
-        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter, strict=True) if r]
-    except csv.Error as exc:
-        raise BadRequest(f"malformed CSV: {exc}") from None
-    header, data = rows[0], rows[1:]
-    for i, row in enumerate(data):
-        if len(row) != len(header):
-            raise BadRequest(
-                f"malformed CSV: row {i} has {len(row)} cells but the header has {len(header)}", row=i
-            )
+    if '"' in text:
+        text = _unquote_plain_fields(text, delimiter)
+    split = _split_unquoted(text, delimiter) if text is not None and '"' not in text else None
+    if split is None:
+        text = body.decode("utf-8-sig")
+    if split is None:
+        split = _read_csv_module(text, delimiter)
+    header, cells = split
     if len(set(header)) != len(header):
         dup = next(n for n in header if header.count(n) > 1)
         raise BadRequest(f"CSV header names column {dup!r} twice", column=dup)
-    cells = list(zip(*data, strict=True)) if data else [() for _ in header]
     cols: dict[str, np.ndarray] = {}
     for name, column in zip(header, cells, strict=True):
-        arr = np.array(column, dtype=object)
-        try:  # the common case: every cell is a number
-            cols[name] = arr.astype(np.float64)
+        try:  # the common case: every cell is a number (float()'s rules, as the object path below)
+            cols[name] = np.array(column, dtype=np.float64)
             continue
         except ValueError:
             pass
+        arr = np.array(column, dtype=object)
         null = _is_csv_null(arr).astype(bool)
         try:
             cols[name] = np.where(null, "nan", arr).astype(np.float64)
@@ -517,6 +526,70 @@ def _parse_csv_small(body: bytes, schema: Schema, delimiter: str = ",") -> Batch
         else:
             cols[name] = np.where(null, None, arr)
     return _finish_columns(cols, schema, "CSV")
+
+
+def _read_csv_module(text: str, delimiter: str) -> tuple[list[str], list[Any]]:
+    """Header and columns through the csv module: quotes, blank lines, and the errors that name a row."""
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter, strict=True) if r]
+    except csv.Error as exc:
+        raise BadRequest(f"malformed CSV: {exc}") from None
+    header, data = rows[0], rows[1:]
+    for i, row in enumerate(data):
+        if len(row) != len(header):
+            raise BadRequest(
+                f"malformed CSV: row {i} has {len(row)} cells but the header has {len(header)}", row=i
+            )
+    return header, list(zip(*data, strict=True)) if data else [() for _ in header]
+
+
+def _unquote_plain_fields(text: str, delimiter: str) -> str | None:
+    """The text with the quotes of plain quoted fields removed (a whole field in quotes holding no quote,
+    delimiter or line break: what CSV writers that quote every string produce); None when any other
+    quote is present, for the csv module to read.
+
+    Every quote is in a quoted run without delimiter or line break (the pattern's matches cover all
+    quotes), each run's first quote follows a field boundary and each run's last quote precedes one (a
+    run's inner quotes cannot: they are next to the run's content or to each other), so every run is a
+    whole field, and its content is what the csv module reads."""
+    quotes = text.count('"')
+    runs = len(_quoted_run(delimiter).findall(text))
+    if 2 * runs != quotes:
+        return None
+    opens = text.count(delimiter + '"') + text.count('\n"') + text.startswith('"')
+    closes = text.count('"' + delimiter) + text.count('"\n') + text.count('"\r') + text.endswith('"')
+    return text.replace('"', "") if opens == closes == runs else None
+
+
+@functools.lru_cache(maxsize=8)
+def _quoted_run(delimiter: str) -> re.Pattern[str]:
+    d = re.escape(delimiter)
+    return re.compile(rf'"[^"{d}\r\n]*"')
+
+
+def _split_unquoted(text: str, delimiter: str) -> tuple[list[str], list[Any]] | None:
+    """Header and columns of a CSV without quotes by string splitting, the same cells as the csv module
+    gives; None where the csv module must read it (blank or ragged lines, a lone carriage return, NUL,
+    a field longer than its limit), so that its rules and its error messages apply unchanged."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    if "\x00" in text:
+        return None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if not lines or "" in lines or max(map(len, lines)) > csv.field_size_limit():
+        return None
+    width = lines[0].count(delimiter)
+    if set(map(str.count, lines, itertools.repeat(delimiter, len(lines)))) != {width}:
+        return None
+    header = lines[0].split(delimiter)
+    if len(lines) == 1:
+        return header, [() for _ in header]
+    cells = delimiter.join(lines[1:]).split(delimiter)
+    return header, [cells[j :: width + 1] for j in range(width + 1)]
 
 
 def _parse_arrow(body: bytes, schema: Schema) -> Batch:

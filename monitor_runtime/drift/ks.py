@@ -94,6 +94,7 @@ class GridKS:
         self.reference = reference_sorted
         self.n1 = n1 = int(reference_sorted.shape[0])
         self.lo, self.scale, self.cells = lo, scale, cells
+        self.top = lo + (cells - 0.5) / scale
         counts = np.bincount(
             self._cells(reference_sorted, np.empty(n1), np.empty(n1, dtype=np.intp)), minlength=cells
         )
@@ -129,11 +130,13 @@ class GridKS:
         return cls(reference_sorted, lo, scale, cells)
 
     def _cells(self, values: np.ndarray, floats: np.ndarray, ints: np.ndarray) -> np.ndarray:
-        """The cell of every value: the same monotone float arithmetic at fit and at detect time."""
-        with np.errstate(over="ignore"):  # values far outside the grid overflow to +-inf: the end cells
-            np.subtract(values, self.lo, out=floats)
-            np.multiply(floats, self.scale, out=floats)
-        np.clip(floats, 0.0, self.cells - 1, out=floats)
+        """The cell of every value: the same monotone float arithmetic at fit and at detect time.
+
+        Clipping first keeps every step finite (no overflow for values near the float limit) and puts
+        values beyond the grid into the end cells; the product stays within [0, cells - 0.5]."""
+        np.clip(values, self.lo, self.top, out=floats)
+        np.subtract(floats, self.lo, out=floats)
+        np.multiply(floats, self.scale, out=floats)
         np.copyto(ints, floats, casting="unsafe")  # truncation: the floor of a non-negative value
         return ints
 

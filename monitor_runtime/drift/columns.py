@@ -92,6 +92,10 @@ def _split_object(values: np.ndarray) -> Column:
             np.all(np.isin(finite, (0.0, 1.0)))
         )
         return Column(n, finite, _EMPTY_U, int(none.sum()) + n_nan, n_inf, is_bool=all_bool)
+    types = set(map(type, kept))
+    if types == {str}:  # text only (what JSON and CSV bodies give a categorical column): no per-element pass
+        labels, n_missing_str = _labels_from_strings(kept)
+        return Column(n, _EMPTY_F, labels, int(none.sum()) + n_missing_str, 0)
     # Mixed content: decide per element whether it is a number (bool counts as a label).
     is_num = np.fromiter(
         (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in kept),

@@ -1,0 +1,87 @@
+"""The parsing speed paths give the same cells and columns as the general readers they stand in for."""
+
+import json
+
+import numpy as np
+import pytest
+
+from monitor_runtime.server import parsing
+from monitor_runtime.server.parsing import NUMERIC, BadRequest, Schema, parse_body
+
+BODIES = [
+    "a,b,c\n1,x,2.5\n2,y,\n3,,nan\n",
+    "a,b\r\n1,true\r\n0,false\r\n",
+    "only\n1\n2\n",
+    'a,b,c\n"1","x",2\n"","y z",3\n',  # plain quoted fields, an empty one
+    '"a","b"\n"1.5","alpha"\n"2","beta"',  # all quoted, no final newline
+    "a,b\n 1 ,x\n1_000,y\n",  # float()'s rules: spaces and underscores
+    "a,b\n1,x\n\n2,y\n",  # a blank line: the csv module's rules
+    'a,b\n1,"x,y"\n2,z\n',  # a quoted delimiter
+    'a,b\n1,"x""y"\n2,z\n',  # a doubled quote
+    'a\n"x\ny"\n',  # a quoted line break
+    'a,b\n1,x"y\n2,z\n',  # a quote inside an unquoted field
+    "a,b\n1,x\r2,y\n",  # a lone carriage return
+    "h1,h2\n",  # header only
+]
+
+
+@pytest.mark.parametrize("text", BODIES)
+def test_split_path_equals_the_csv_module(text: str) -> None:
+    unquoted = parsing._unquote_plain_fields(text, ",") if '"' in text else text
+    split = parsing._split_unquoted(unquoted, ",") if unquoted is not None else None
+    try:
+        expected = parsing._read_csv_module(text, ",")
+    except BadRequest:
+        assert split is None  # what the csv module refuses, the fast path leaves to it
+        return
+    if split is not None:  # where the fast path answers, it answers like the csv module
+        assert split[0] == expected[0]
+        assert [list(c) for c in split[1]] == [list(c) for c in expected[1]]
+
+
+@pytest.mark.parametrize(
+    ("text", "fast"),
+    [("a,b\n1,x\n2,y\n", True), ('"a","b"\n"1","x"\n', True), ('a,b\n1,"x,y"\n', False),
+     ('a\n"x\ny"\n', False), ('a,b\n1,x"y\n', False), ("a,b\n1,x\n\n2,y\n", False)],
+)
+def test_fast_path_taken_only_where_safe(text: str, fast: bool) -> None:
+    unquoted = parsing._unquote_plain_fields(text, ",") if '"' in text else text
+    taken = unquoted is not None and parsing._split_unquoted(unquoted, ",") is not None
+    assert taken is fast
+
+
+def _columns(body: bytes, ctype: str, schema: Schema | None = None) -> dict[str, list]:
+    batch = parse_body(body, ctype, schema or Schema())
+    return {k: [None if (isinstance(v, float) and np.isnan(v)) else v for v in col.tolist()]
+            for k, col in batch.columns.items()}
+
+
+def test_csv_large_body_typed_and_inferred_read_alike() -> None:
+    rng = np.random.default_rng(0)
+    lines = ["x,y,z"] + [f"{rng.normal():.4f},{rng.choice(['a', 'b'])},{i % 2}" for i in range(8_000)]
+    body = ("\n".join(lines) + "\n").encode()
+    assert len(body) > parsing._SMALL_CSV_BYTES
+    typed = _columns(body, "text/csv", Schema(kinds={"x": NUMERIC, "z": NUMERIC}))
+    assert typed == _columns(body, "text/csv")
+    assert typed == _columns(body.replace(b"\n", b"\r\n"), "text/csv")
+
+
+def test_csv_large_body_bad_number_names_the_cell() -> None:
+    lines = ["x,y"] + [f"{i}.5,a" for i in range(5_000)]
+    lines[4_001] = "oops,a"
+    body = ("\n".join(lines) + "\n").encode()
+    with pytest.raises(BadRequest) as err:
+        parse_body(body, "text/csv", Schema(kinds={"x": NUMERIC}))
+    assert "row 4000" in err.value.message and "'oops'" in err.value.message
+
+
+def test_ndjson_fast_and_ragged_rows_agree() -> None:
+    rows = [{"a": i * 0.5, "b": "x" if i % 2 else "y", "c": i} for i in range(50)]
+    body = "\n".join(json.dumps(r) for r in rows).encode()
+    reordered = "\n".join(json.dumps(dict(reversed(r.items()))) for r in rows).encode()
+    expected = {"a": [r["a"] for r in rows], "b": [r["b"] for r in rows], "c": [float(r["c"]) for r in rows]}
+    assert _columns(body, "application/x-ndjson") == expected
+    assert _columns(reordered, "application/x-ndjson") == {k: expected[k] for k in ("c", "b", "a")}
+    ragged = [*rows[:10], {"a": 1.0, "b": "x", "d": 2}, *rows[10:]]
+    out = _columns("\n".join(json.dumps(r) for r in ragged).encode(), "application/x-ndjson")
+    assert out["c"][10] is None and out["d"][10] == 2.0 and out["d"][0] is None

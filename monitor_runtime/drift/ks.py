@@ -95,15 +95,12 @@ class GridKS:
         self.n1 = n1 = int(reference_sorted.shape[0])
         self.lo, self.scale, self.cells = lo, scale, cells
         self.top = lo + (cells - 0.5) / scale
-        counts = np.bincount(
-            self._cells(reference_sorted, np.empty(n1), np.empty(n1, dtype=np.intp)), minlength=cells
-        )
-        # Reference values at or below each cell's upper end (ref_cum) and below its lower end (ref_start),
-        # as counts and as shares of n1; each pair is two views of one array, to keep the grid small.
-        cum = np.concatenate(([0], np.cumsum(counts))).astype(np.int32 if n1 < 2**31 else np.int64)
-        share = cum / n1
-        self.ref_cum, self.ref_start = cum[1:], cum[:-1]
-        self.ref_share, self.ref_start_share = share[1:], share[:-1]
+        counts = np.bincount(self._cells(reference_sorted, *_buffers(n1)), minlength=cells)
+        # Reference values at or below each cell's upper end (ref_cum) and below its lower end (ref_start):
+        # two views of one array of 4-byte counts, the only per-cell state kept (shares are computed per
+        # batch, a few microseconds, so a prepared reference grows by 4 bytes a cell, not 20).
+        self._cum = np.concatenate(([0], np.cumsum(counts))).astype(np.int32 if n1 < 2**31 else np.int64)
+        self.ref_cum, self.ref_start = self._cum[1:], self._cum[:-1]
         # Heavy tie groups (discrete data): a cell whose reference values are all one value v and that
         # holds many of them. Refining it would sort a large share of the batch; instead the batch is
         # counted below, at and above v in that cell, which is all the exact statistic needs there.
@@ -153,7 +150,7 @@ class GridKS:
         if atoms is None:
             counts = np.bincount(cell, minlength=self.cells)
         else:  # per cell: current values below, at and above the cell's tie value (NaN: all "below")
-            at = self.atom_value[cell]
+            at = np.take(self.atom_value, cell, out=floats)  # the cells are computed: reuse the buffer
             sub = np.greater_equal(current, at).view(np.uint8).astype(np.intp)
             sub += np.greater(current, at)
             sub += cell * 3
@@ -162,7 +159,9 @@ class GridKS:
         cur_cum = np.cumsum(counts)
         cur_start = cur_cum - counts
         cur_share = cur_cum / n2
-        ends = self.ref_share - cur_share  # scipy's cdf1 - cdf2 at the last data point of each cell
+        shares = self._cum / n1
+        ref_share, ref_start_share = shares[1:], shares[:-1]
+        ends = ref_share - cur_share  # scipy's cdf1 - cdf2 at the last data point of each cell
         lower = max(float(ends.max()), -float(ends.min()), 0.0)
         rank = n2 // 2
         median_cell = int(np.searchsorted(cur_cum, rank, side="right"))
@@ -172,8 +171,8 @@ class GridKS:
             # it (R stays at the cell's start there): two candidates per cell, from counts alone.
             c_start = cur_start[atoms]
             below, equal = split[atoms, 0], split[atoms, 1]
-            at_v = self.ref_share[atoms] - (c_start + below + equal) / n2
-            before_v = (self.ref_start_share[atoms] - (c_start + below) / n2)[below > 0]
+            at_v = ref_share[atoms] - (c_start + below + equal) / n2
+            before_v = (ref_start_share[atoms] - (c_start + below) / n2)[below > 0]
             for values in (at_v, before_v):
                 if values.size:
                     lower = max(lower, float(values.max()), -float(values.min()))
@@ -183,8 +182,8 @@ class GridKS:
                 if below[where] <= inside < below[where] + equal[where]:
                     median = float(self.atom_value[median_cell])
         # Bounds inside cell k: R_k/n1 - C_(k-1)/n2 above, C_k/n2 - R_(k-1)/n1 below.
-        refine = np.greater(self.ref_share - cur_start / n2, lower)
-        refine |= (cur_share - self.ref_start_share) > lower
+        refine = np.greater(ref_share - cur_start / n2, lower)
+        refine |= (cur_share - ref_start_share) > lower
         if atoms is not None:
             refine[atoms] = False
         if median is None:

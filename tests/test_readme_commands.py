@@ -48,6 +48,10 @@ NOT_RUN = {
     "make bench-quick": "a benchmark; tests/bench/test_drift_bench.py runs its harness",
     "make bench-runtime": "a benchmark of a running server; tests/runtime cover the server",
     "make bench-generator": "a benchmark; tests/poet cover the generators it times",
+    "make e2e": "brings up a real cluster (root, the cached Kubernetes build); it is the end-to-end suite",
+    "make cluster-up": "brings up a real single-node cluster (root)",
+    "make cluster-down": "tears down what make cluster-up brought up",
+    "E2E_KUBECONFIG=~/.kube/config make e2e": "the end-to-end suite against a user's own cluster",
 }
 # First words of commands that need a Kubernetes cluster (or a port-forward into one).
 CLUSTER = ("kubectl ", "helm install ", "helm upgrade ", "helm uninstall ", "curl ")

@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--current", required=True)
     run.add_argument("--format", choices=["table", "json", "html"], default="table")
 
+    dev = sub.add_parser(
+        "dev",
+        help="the whole self-healing loop on this machine: processes instead of pods, a replayed stream",
+    )
+    dev.add_argument("-f", "--file", required=True, help="ModelMonitor manifest or bare spec (YAML)")
+    dev.add_argument("--data", required=True, help="the stream to replay (CSV; a timestamp column paces it)")
+    dev.add_argument("--reference", help="reference data (CSV) posted to every process")
+    dev.add_argument(
+        "--memory-limit", help="memory limit of each process, e.g. 300M (cgroup, else RLIMIT_AS)"
+    )
+    dev.add_argument("--speed", type=float, default=1.0, help="stream seconds replayed per second (1)")
+    dev.add_argument("--workdir", help="where versions, logs and reports go (default .poetmon-dev/NAME)")
+    dev.add_argument("--batch-rows", type=int, default=2000, help="rows per HTTP batch (2000)")
+    dev.add_argument("--max-seconds", type=float, default=900.0, help="give up after this long (900)")
+
     add_cluster_commands(sub)
     return parser
 
@@ -211,6 +226,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_command(
             spec_file=args.file, reference=args.reference, current=args.current, output_format=args.format
+        )
+    if args.command == "dev":
+        from poet_operator.local.dev import DevConfig, dev_command
+
+        return dev_command(
+            DevConfig(
+                spec_file=args.file,
+                data=args.data,
+                reference=args.reference,
+                memory_limit=args.memory_limit,
+                speed=args.speed,
+                workdir=args.workdir,
+                batch_rows=args.batch_rows,
+                max_seconds=args.max_seconds,
+            )
         )
     if args.command in CLUSTER_COMMANDS:
         return _run_cluster_command(args)

@@ -1,0 +1,208 @@
+"""`poetmon dev`: the operator's whole self-healing loop on one machine, with processes instead of pods.
+
+The loop is the operator's: observe the world, let `rollout.machine.decide` choose, carry out its actions,
+again. Only the backend differs (`dev_backend.ProcessBackend`). The stream is replayed to the stable process
+(and the canary while one runs) once the first version is ready; the run ends when the stream is over and
+the rollout has settled (nothing generating, no canary, the stable process ready), or at `max_seconds`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from monitor_runtime import contract
+from poet_operator.local.cage import MemoryLimitError, parse_memory
+from poet_operator.local.dev_backend import Clock, ProcessBackend, ReferenceRefused, http
+from poet_operator.local.replay import Replay, StreamError, load_batches
+from poet_operator.local.run_once import format_table
+from poet_operator.local.timeline import Timeline, summary_of
+from poet_operator.rollout.actions import Emit
+from poet_operator.rollout.machine import Policy, decide
+from poet_operator.rollout.render import VersionPayload, render_diff
+from poet_operator.rollout.status import MonitorStatus
+from poet_operator.spec import SpecError, load_document_file
+
+EXIT_OK = 0
+EXIT_NOT_HEALED = 1
+EXIT_BAD_INPUT = 2
+TICK_SECONDS = 0.25
+
+
+@dataclass
+class DevConfig:
+    """What `poetmon dev` was asked to do."""
+
+    spec_file: str
+    data: str
+    reference: str | None = None
+    memory_limit: str | None = None
+    speed: float = 1.0
+    workdir: str | None = None
+    batch_rows: int = 2000
+    max_seconds: float = 900.0
+    cage: str = "auto"  # auto | cgroup | rlimit
+    restart_backoff: tuple[float, float] = (1.0, 10.0)
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DevResult:
+    """How the run ended (the CLI prints it; tests assert on it)."""
+
+    status: MonitorStatus
+    workdir: Path
+    events: list[Emit]
+    lines: list[str]
+    report: dict | None
+    exit_code: int
+
+
+def dev_command(config: DevConfig, out: TextIO | None = None) -> int:
+    """Run the loop; exit 0 when it ends with a healthy stable version, 1 when not, 2 for bad input."""
+    try:
+        return run_dev(config, out).exit_code
+    except (SpecError, StreamError, MemoryLimitError, ReferenceRefused, OSError) as exc:
+        print(f"poetmon dev: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
+    document = load_document_file(config.spec_file)
+    limit = parse_memory(config.memory_limit) if config.memory_limit else None
+    batches = load_batches(config.data, config.batch_rows)
+    reference = Path(config.reference).read_bytes() if config.reference else None
+    workdir = Path(config.workdir or Path(".poetmon-dev") / document.name).resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)  # each run starts from nothing, like a freshly applied monitor
+    workdir.mkdir(parents=True)
+    clock = Clock()
+    timeline = Timeline(out, clock=clock)
+    backend = ProcessBackend(
+        spec_document=document.spec.to_dict(),
+        workdir=workdir,
+        name=document.name,
+        reference_csv=reference,
+        memory_limit=limit,
+        cage_mechanism=config.cage,
+        clock=clock,
+        restart_backoff=config.restart_backoff,
+        environment=config.environment,
+        on_event=timeline.process,
+        on_generated=timeline.generated,
+    )
+    replay = Replay(batches, lambda: _targets(backend), speed=config.speed)
+    timeline.line(
+        f"poetmon dev {document.name}: {replay.total_rows} rows from {config.data} at speed {config.speed:g}"
+        + (f", memory limit {config.memory_limit} per process" if limit else "")
+        + f"; working directory {workdir}"
+    )
+    status = MonitorStatus()
+    events: list[Emit] = []
+    policy = Policy(poll_seconds=1.0)
+    deadline = time.monotonic() + config.max_seconds
+    try:
+        while True:
+            observation = backend.observe()
+            decision = decide(status, observation, policy)
+            backend.consume_outcome(observation.outcome)
+            status = decision.status
+            for action in decision.actions:
+                if isinstance(action, Emit):
+                    events.append(action)
+                    timeline.decision(action)
+                backend.apply(action, observation)
+            stable_report = observation.reports.get("stable")
+            if stable_report is not None and stable_report.evaluations:
+                timeline.drift(
+                    "stable", stable_report.version, stable_report.drifted_features, stable_report.drift_score
+                )
+            stable = backend.processes.get("stable")
+            if not replay.started and stable is not None and stable.ready:
+                replay.start()
+            if replay.started and not replay.done:
+                timeline.progress(replay.progress(), _progress_detail(replay))
+            if replay.done and _settled(status, backend, observation.generating):
+                break
+            if replay.done and status.phase in ("Failed", "Degraded") and not observation.generating:
+                break
+            if time.monotonic() > deadline:
+                timeline.line(f"stopped after {config.max_seconds:.0f} s without settling", "Warning")
+                break
+            time.sleep(TICK_SECONDS)
+        if replay.done:
+            timeline.progress(1.0, _progress_detail(replay))
+        report = _final(backend, status, timeline, workdir)
+    finally:
+        replay.stop()
+        backend.close()
+    (workdir / "status.json").write_text(json.dumps(status.to_dict(), indent=1), encoding="utf-8")
+    healed = status.phase == "Running"
+    return DevResult(status, workdir, events, timeline.lines, report, EXIT_OK if healed else EXIT_NOT_HEALED)
+
+
+def _targets(backend: ProcessBackend) -> list[tuple[str, str]]:
+    return [
+        (role, process.url)
+        for role, process in list(backend.processes.items())
+        if process.ready and process.running()
+    ]
+
+
+def _progress_detail(replay: Replay) -> str:
+    sent = ", ".join(f"{role} {rows:,}" for role, rows in sorted(replay.delivered.items()))
+    return f"{replay.sent_rows:,}/{replay.total_rows:,} rows" + (f" (accepted: {sent})" if sent else "")
+
+
+def _settled(status: MonitorStatus, backend: ProcessBackend, generating: frozenset[int]) -> bool:
+    stable = backend.processes.get("stable")
+    return (
+        status.pending is None
+        and status.canary_version is None
+        and not generating
+        and stable is not None
+        and stable.ready
+        and stable.version == status.stable_version
+    )
+
+
+def _final(backend: ProcessBackend, status: MonitorStatus, timeline: Timeline, workdir: Path) -> dict | None:
+    report = backend.report("stable")
+    table = format_table(report) if report and report.get("features") else None
+    html_path: Path | None = None
+    stable = backend.processes.get("stable")
+    if stable is not None and stable.running():
+        code, body = http("GET", stable.url + "/report", timeout=10.0)
+        if code == 200:
+            html_path = workdir / "report.html"
+            html_path.write_bytes(body)
+    if report is not None:
+        (workdir / "report.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    versions = {
+        int(d.name[1:]): d for d in backend.versions_dir.glob("v*") if d.name[1:].isdigit() and d.is_dir()
+    }
+    diff_text = None
+    first, last = min(versions, default=None), status.stable_version
+    if first is not None and last is not None and last != first and last in versions:
+        diff_text = render_diff(
+            backend.name, _payload(versions[first], first), _payload(versions[last], last)
+        )
+    timeline.final(table, html_path, versions, diff_text, summary_of(status.to_dict()))
+    return report
+
+
+def _payload(directory: Path, number: int) -> VersionPayload:
+    return VersionPayload(
+        number=number,
+        config_map=f"v{number}",
+        code=(directory / contract.CODE_FILE).read_text(encoding="utf-8"),
+        manifest=json.loads((directory / contract.MANIFEST_FILE).read_text(encoding="utf-8")),
+    )
+
+
+__all__ = ["DevConfig", "DevResult", "dev_command", "run_dev"]

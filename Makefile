@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/poetmon demo
+	$(PY) examples/payments/make_data.py --out .poetmon-dev/data
+	$(VENV)/bin/poetmon dev -f examples/payments/payments.yaml --data .poetmon-dev/data/stream.csv \
+	    --reference .poetmon-dev/data/reference.csv --memory-limit 300M --speed 20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -52,7 +54,7 @@ e2e: $(STAMP)
 	POET_E2E=1 $(PY) -m pytest -q tests/e2e
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .poetmon-dev
 
 # Container images (needs Docker): poet-monitor/runtime and poet-monitor/operator, tagged with the package version.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)

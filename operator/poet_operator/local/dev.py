@@ -32,6 +32,7 @@ EXIT_OK = 0
 EXIT_NOT_HEALED = 1
 EXIT_BAD_INPUT = 2
 TICK_SECONDS = 0.25
+DRAIN_SECONDS = 60.0  # after the stream and the rollout are done, how long the stable may take to evaluate
 
 
 @dataclass
@@ -106,6 +107,7 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
     events: list[Emit] = []
     policy = Policy(poll_seconds=1.0)
     deadline = time.monotonic() + config.max_seconds
+    drain_deadline: float | None = None
     try:
         while True:
             observation = backend.observe()
@@ -127,9 +129,9 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
                 replay.start()
             if replay.started and not replay.done:
                 timeline.progress(replay.progress(), _progress_detail(replay))
-            if replay.done and _settled(status, backend, observation.generating):
-                break
-            if replay.done and status.phase in ("Failed", "Degraded") and not observation.generating:
+            if replay.done and drain_deadline is None:
+                drain_deadline = time.monotonic() + DRAIN_SECONDS
+            if replay.done and _finished(status, backend, observation.generating, drain_deadline):
                 break
             if time.monotonic() > deadline:
                 timeline.line(f"stopped after {config.max_seconds:.0f} s without settling", "Warning")
@@ -169,6 +171,29 @@ def _settled(status: MonitorStatus, backend: ProcessBackend, generating: frozens
         and stable.ready
         and stable.version == status.stable_version
     )
+
+
+def _finished(
+    status: MonitorStatus, backend: ProcessBackend, generating: frozenset[int], drain_deadline: float | None
+) -> bool:
+    """After the stream: the rollout settled and the stable process evaluated what it got, or the monitor
+    needs a person (Failed, Degraded) and the stable process serves; either way at the drain deadline."""
+    late = time.monotonic() > (drain_deadline or 0)
+    if _settled(status, backend, generating):
+        return late or _drained(backend.report("stable"))
+    if status.phase in ("Failed", "Degraded") and not generating:
+        stable = backend.processes.get("stable")
+        return late or stable is None or stable.ready
+    return False
+
+
+def _drained(report: dict | None) -> bool:
+    """True when the process has evaluated (or knowingly dropped) every row it accepted."""
+    ingestion = (report or {}).get("ingestion") or {}
+    rows = ingestion.get("rows")
+    if not isinstance(rows, int):
+        return False
+    return rows <= int(ingestion.get("rows_evaluated") or 0) + int(ingestion.get("rows_dropped") or 0)
 
 
 def _final(backend: ProcessBackend, status: MonitorStatus, timeline: Timeline, workdir: Path) -> dict | None:

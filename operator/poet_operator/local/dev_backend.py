@@ -417,6 +417,7 @@ class ProcessBackend:
             command, stdout=process.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         process.started_at = time.monotonic()
+        (process.home / "pid").write_text(f"{process.popen.pid}\n")  # what a container id is to a pod
         detail = f"pid {process.popen.pid}, port {process.port}"
         if process.cage is not None:
             detail += f", memory limit {process.cage.describe()}"

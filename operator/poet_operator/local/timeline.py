@@ -128,11 +128,13 @@ class Timeline:
     ) -> None:
         self._write("")
         self._write(self.style("RESULT", "bold") + f"  {summary}")
+        self._write("")
         if report_table:
-            self._write("")
             self._write(self.style("REPORT", "bold") + " (stable version)")
             for row in report_table.rstrip("\n").splitlines():
                 self._write("  " + row)
+        else:
+            self._write("REPORT: the stable version has not evaluated any rows yet (the stream ended first)")
         self._write("")
         if html_path is not None:
             self._write(f"HTML report:  {html_path}")

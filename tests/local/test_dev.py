@@ -1,0 +1,179 @@
+"""`poetmon dev` end to end on small data: real `poetmon dev` and `poetmon serve` processes, a real memory
+limit, real kills. Nothing here tells a process to crash: version 1 dies because its exact 150,000-row
+window of mostly distinct merchant ids does not fit in the limit, and the canary of the second test dies
+because the test SIGKILLs it, as the kernel or a person might."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from poet_operator.local.cage import make_cage, parse_memory
+
+REPO = Path(__file__).resolve().parents[2]
+LIMIT = "200M"
+
+SPEC = """\
+apiVersion: poet.dev/v1alpha1
+kind: ModelMonitor
+metadata: {name: small}
+spec:
+  model: payments-fraud
+  window: {strategy: sliding, size: 150000, step: 25000, storage: exact}
+  reference: {source: uploaded}
+  features:
+    - {name: amount, type: continuous, importance: 3.0}
+    - {name: merchant_id, type: categorical}
+    - {name: country, type: categorical, importance: 2.0}
+  rollout:
+    canaryAnalysisSeconds: %(analysis)d
+    restartTolerance: %(tolerance)d
+    regenerationBudget: 1
+    regenerationBackoffSeconds: 1
+"""
+
+
+def _cgroup_available() -> bool:
+    cage = make_cage(parse_memory("256M"), f"poetmon-test-probe-{os.getpid()}")
+    cage.close()
+    return cage.mechanism != "rlimit"
+
+
+needs_cgroup = pytest.mark.skipif(
+    not _cgroup_available(), reason="no memory cgroup can be made here (needs root and a memory controller)"
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("payments")
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "payments" / "make_data.py"),
+            "--out",
+            str(out),
+            "--burst",
+            "200000",
+            "--trickle",
+            "10000",
+            "--reference",
+            "5000",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _dev(tmp_path: Path, data: Path, *, analysis: int, tolerance: int) -> subprocess.Popen[str]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC % {"analysis": analysis, "tolerance": tolerance})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "poet_operator.cli",
+            "dev",
+            "-f",
+            str(spec),
+            "--data",
+            str(data / "stream.csv"),
+            "--reference",
+            str(data / "reference.csv"),
+            "--memory-limit",
+            LIMIT,
+            "--speed",
+            "50",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--max-seconds",
+            "400",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
+def _version_states(work: Path) -> dict[int, str]:
+    status = json.loads((work / "status.json").read_text())
+    return {v["number"]: v["state"] for v in status["versions"]}
+
+
+@needs_cgroup
+def test_oom_killed_version_is_regenerated_with_bounded_memory_and_promoted(tmp_path: Path, data: Path) -> None:
+    dev = _dev(tmp_path, data, analysis=3, tolerance=1)
+    out, _ = dev.communicate(timeout=480)
+    assert dev.returncode == 0, out
+    work = tmp_path / "work"
+    # The kernel killed version 1 in its cgroup, and that is what the timeline and the status say.
+    assert "stable v1 (small-stable-v1-1) out of memory: reason OOMKilled, exit code 137" in out
+    status = json.loads((work / "status.json").read_text())
+    assert status["lastFailure"]["reason"] == "OOMKilled" and status["lastFailure"]["version"] == 1
+    # Version 2 answers it with the documented remedy, was enforced, ran as a canary and was promoted.
+    assert _version_states(work) == {1: "superseded", 2: "promoted"}
+    v2 = next(v for v in status["versions"] if v["number"] == 2)
+    assert v2["reason"] == "crash-feedback" and v2["feedbackAnswered"] == ["OOMKilled"]
+    assert v2["remedies"] == ["OOMKilled:bounded_memory"]
+    assert "POET wrote version 2 (template); enforce passed" in out
+    assert "CanaryStarted: version 2" in out and "Promoted: version 2 promoted to stable" in out
+    v1_code = (work / "versions" / "v1" / "monitor.py").read_text()
+    v2_code = (work / "versions" / "v2" / "monitor.py").read_text()
+    assert "'storage': 'exact'" in v1_code and "'size': 150000" in v1_code
+    assert "'storage': 'reservoir'" in v2_code and "'size': 75000" in v2_code
+    assert "+    'storage': 'reservoir'," in out  # the diff shown at the end
+    lessons = json.loads((work / "lessons.json").read_text())
+    assert [(x["signature"], x["remedy"]) for x in lessons["lessons"]] == [("OOMKilled", "bounded_memory")]
+    assert (work / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+    # The order of the timeline: crash, feedback, generation, canary, promotion.
+    order = [
+        out.index("reason OOMKilled"),
+        out.index("Generating: generating version 2 (crash-feedback), answering OOMKilled"),
+        out.index("CanaryStarted"),
+        out.index("Promoted"),
+        out.index("RESULT  phase Running, stable version 2"),
+    ]
+    assert order == sorted(order)
+
+
+@needs_cgroup
+def test_a_canary_that_dies_is_rolled_back_and_the_stable_version_keeps_serving(
+    tmp_path: Path, data: Path
+) -> None:
+    dev = _dev(tmp_path, data, analysis=120, tolerance=0)
+    work = tmp_path / "work"
+    killed: int | None = None
+    deadline = time.monotonic() + 400
+    try:
+        while killed is None and time.monotonic() < deadline and dev.poll() is None:
+            for pid_file in (work / "pods").glob("small-canary-v2-*/pid"):
+                pid = int(pid_file.read_text())
+                time.sleep(1.0)  # let it come up a little; it dies either way
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+            time.sleep(0.2)
+        out, _ = dev.communicate(timeout=400)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+    assert killed is not None, "no canary process appeared"
+    assert dev.returncode == 1, out  # not healed: the monitor needs a person now
+    assert "canary v2 (small-canary-v2-2) crashed: reason Error, exit code 137" in out
+    assert "RolledBack: canary version 2 rolled back" in out
+    assert "stable version 1 keeps serving" in out
+    assert _version_states(work) == {1: "stable", 2: "rolled-back"}
+    status = json.loads((work / "status.json").read_text())
+    assert status["stableVersion"] == 1 and status.get("canaryVersion") is None
+    assert status["phase"] == "Degraded"
+    assert status["conditions"][-1]["reason"] == "RegenerationBudgetSpent"
+    # Version 1 still answers: its report is the final one.
+    report = json.loads((work / "report.json").read_text())
+    assert report["version"]["version"] == 1

@@ -109,7 +109,9 @@ def _version_states(work: Path) -> dict[int, str]:
 
 
 @needs_cgroup
-def test_oom_killed_version_is_regenerated_with_bounded_memory_and_promoted(tmp_path: Path, data: Path) -> None:
+def test_oom_killed_version_is_regenerated_with_bounded_memory_and_promoted(
+    tmp_path: Path, data: Path
+) -> None:
     dev = _dev(tmp_path, data, analysis=3, tolerance=1)
     out, _ = dev.communicate(timeout=480)
     assert dev.returncode == 0, out

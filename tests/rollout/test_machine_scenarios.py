@@ -1,23 +1,68 @@
-"""The rollout state machine through whole scenarios, driven by a plain-data world (no server)."""
+"""The rollout state machine through whole scenarios, driven by two backends: a plain-data world (no
+server) and real local `poetmon serve` processes (tests/rollout/process_world.py). One suite: each scenario
+runs against both, except where the plain-data world sets something processes cannot be made to do on
+demand (an error rate); a crash the data world describes with a crash record is, for processes, a SIGKILL,
+so the signature the next version answers is the one that kill produces."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from poet_operator.local.cage import make_cage, parse_memory
 from poet_operator.rollout.actions import Generate
 
+from tests.rollout.process_world import ProcessWorld
 from tests.rollout.world import CRASH_RECORD, World
 
 SPEC = {"model": "credit", "rollout": {"canaryAnalysisSeconds": 60, "regenerationBackoffSeconds": 10}}
+AnyWorld = World | ProcessWorld
+MakeWorld = Callable[[dict[str, Any]], AnyWorld]
 
 
-def running_world() -> World:
-    world = World(spec=dict(SPEC))
+def _cgroup_available() -> bool:
+    cage = make_cage(parse_memory("256M"), f"poetmon-scenario-probe-{os.getpid()}")
+    cage.close()
+    return cage.mechanism == "cgroup-v1"
+
+
+@pytest.fixture(params=["data", "processes"])
+def make_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeWorld]:
+    """Worlds of the parametrised backend; process worlds are stopped after the test."""
+    if request.param == "processes" and not _cgroup_available():
+        pytest.skip("the process backend's crashes need a memory cgroup v1 (root and a memory controller)")
+    made: list[ProcessWorld] = []
+
+    def make(spec: dict[str, Any]) -> AnyWorld:
+        if request.param == "data":
+            return World(spec=spec)
+        world = ProcessWorld(spec=spec, workdir=tmp_path / f"world-{len(made)}")
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        world.close()
+
+
+def crash_record_signature(world: AnyWorld) -> str:
+    """What the next version answers for a canary crash: the record's signature in the data world, the
+    signature of a kill without a record (the kubelet's reading: a failed liveness probe) for processes."""
+    return "KeyError@monitor.py:monitor_features" if isinstance(world, World) else "ProbeTimeout"
+
+
+def running_world(make_world: MakeWorld) -> AnyWorld:
+    world = make_world(dict(SPEC))
     world.settle()
     assert world.status.phase == "Running", world.status.to_dict()
     return world
 
 
-def test_apply_generates_version_one_and_deploys_it_as_stable() -> None:
-    world = World(spec=dict(SPEC))
+def test_apply_generates_version_one_and_deploys_it_as_stable(make_world: MakeWorld) -> None:
+    world = make_world(dict(SPEC))
     first = world.step()
     assert world.status.phase == "Generating"
     assert [a.version for a in first.of_type(Generate)] == [1]
@@ -33,12 +78,13 @@ def test_apply_generates_version_one_and_deploys_it_as_stable() -> None:
     ready = world.status.condition("Ready")
     assert ready is not None and ready.status == "True"
     assert world.status.version(1).state == "stable"
-    assert world.status.health.overall == "warning" and world.status.health.drifted_count == 1
+    if isinstance(world, World):  # its runtime report says so; a fresh process has evaluated nothing
+        assert world.status.health.overall == "warning" and world.status.health.drifted_count == 1
     assert world.event_reasons() == ["Generating", "Generated"]
 
 
-def test_a_settled_monitor_is_a_fixed_point() -> None:
-    world = running_world()
+def test_a_settled_monitor_is_a_fixed_point(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     before = world.status.to_dict()
     events = len(world.events)
     decision = world.step()
@@ -47,8 +93,8 @@ def test_a_settled_monitor_is_a_fixed_point() -> None:
     assert not decision.of_type(Generate)
 
 
-def test_crash_regenerates_runs_a_canary_and_promotes_it() -> None:
-    world = running_world()
+def test_crash_regenerates_runs_a_canary_and_promotes_it(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.crash("stable", reason="OOMKilled", exit_code=137)
     decision = world.step()
     assert world.status.last_failure is not None
@@ -84,8 +130,8 @@ def test_crash_regenerates_runs_a_canary_and_promotes_it() -> None:
     assert world.status.phase == "Running"
 
 
-def test_canary_crash_rolls_back_and_the_next_version_answers_both_failures() -> None:
-    world = running_world()
+def test_canary_crash_rolls_back_and_the_next_version_answers_both_failures(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.crash("stable")
     world.step()
     world.finish_generations()
@@ -102,12 +148,12 @@ def test_canary_crash_rolls_back_and_the_next_version_answers_both_failures() ->
     generate = decision.of_type(Generate)
     assert len(generate) == 1 and generate[0].version == 3 and generate[0].previous == 2
     signatures = sorted({f.signature for f in generate[0].feedback})
-    assert signatures == ["KeyError@monitor.py:monitor_features", "OOMKilled"]
+    assert signatures == sorted(["OOMKilled", crash_record_signature(world)])
     assert "RolledBack" in world.event_reasons()
 
 
-def test_regeneration_waits_for_backoff_between_attempts() -> None:
-    world = running_world()
+def test_regeneration_waits_for_backoff_between_attempts(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.crash("stable")
     world.step()
     world.finish_generations()
@@ -123,8 +169,8 @@ def test_regeneration_waits_for_backoff_between_attempts() -> None:
     assert [g.version for g in world.step().of_type(Generate)] == [3]
 
 
-def test_spent_budget_degrades_with_what_to_do_and_says_it_once() -> None:
-    world = World(spec={**SPEC, "rollout": {**SPEC["rollout"], "regenerationBudget": 0}})
+def test_spent_budget_degrades_with_what_to_do_and_says_it_once(make_world: MakeWorld) -> None:
+    world = make_world({**SPEC, "rollout": {**SPEC["rollout"], "regenerationBudget": 0}})
     world.settle()
     world.crash("stable")
     decision = world.step()
@@ -138,8 +184,8 @@ def test_spent_budget_degrades_with_what_to_do_and_says_it_once() -> None:
     assert world.event_reasons().count("RegenerationBudgetSpent") == count == 1
 
 
-def test_escalation_degrades_and_keeps_the_stable_version() -> None:
-    world = running_world()
+def test_escalation_degrades_and_keeps_the_stable_version(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.crash("stable")
     world.reject_next = "escalated"
     world.step()
@@ -152,8 +198,8 @@ def test_escalation_degrades_and_keeps_the_stable_version() -> None:
     assert world.status.phase == "Degraded"
 
 
-def test_a_refused_first_version_fails_the_monitor_without_a_loop() -> None:
-    world = World(spec=dict(SPEC))
+def test_a_refused_first_version_fails_the_monitor_without_a_loop(make_world: MakeWorld) -> None:
+    world = make_world(dict(SPEC))
     world.reject_next = "enforce_failed"
     world.step()
     world.finish_generations()
@@ -168,8 +214,8 @@ def test_a_refused_first_version_fails_the_monitor_without_a_loop() -> None:
     assert len(world.generate_calls) == calls + 1
 
 
-def test_invalid_spec_gets_a_condition_and_one_event_naming_the_field() -> None:
-    world = World(spec={"model": "m", "window": {"size": 1}})
+def test_invalid_spec_gets_a_condition_and_one_event_naming_the_field(make_world: MakeWorld) -> None:
+    world = make_world({"model": "m", "window": {"size": 1}})
     world.step()
     world.step()
     assert world.status.phase == "Failed"
@@ -179,8 +225,8 @@ def test_invalid_spec_gets_a_condition_and_one_event_naming_the_field() -> None:
     assert not world.generate_calls
 
 
-def test_spec_change_goes_through_the_canary_path() -> None:
-    world = running_world()
+def test_spec_change_goes_through_the_canary_path(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.with_spec(features=[{"name": "income", "type": "continuous"}])
     decision = world.step()
     generate = decision.of_type(Generate)
@@ -191,8 +237,8 @@ def test_spec_change_goes_through_the_canary_path() -> None:
     assert world.status.observed_generation == 2
 
 
-def test_rollout_only_changes_do_not_generate() -> None:
-    world = running_world()
+def test_rollout_only_changes_do_not_generate(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.with_spec(
         rollout={"canaryAnalysisSeconds": 5}, runtime={"resources": {"limits": {"memory": "2Gi"}}}
     )
@@ -201,8 +247,8 @@ def test_rollout_only_changes_do_not_generate() -> None:
     assert world.status.observed_generation == 2
 
 
-def test_restart_during_generation_redoes_it_without_a_second_version() -> None:
-    world = World(spec=dict(SPEC))
+def test_restart_during_generation_redoes_it_without_a_second_version(make_world: MakeWorld) -> None:
+    world = make_world(dict(SPEC))
     world.step()
     world.restart_operator()
     decision = world.step()
@@ -212,8 +258,8 @@ def test_restart_during_generation_redoes_it_without_a_second_version() -> None:
     assert [v.number for v in world.status.versions] == [1]
 
 
-def test_restart_after_the_configmap_was_written_adopts_it() -> None:
-    world = World(spec=dict(SPEC))
+def test_restart_after_the_configmap_was_written_adopts_it(make_world: MakeWorld) -> None:
+    world = make_world(dict(SPEC))
     world.step()
     world.finish_generations()  # the ConfigMap exists, the status does not know yet
     world.restart_operator()
@@ -222,8 +268,8 @@ def test_restart_after_the_configmap_was_written_adopts_it() -> None:
     assert world.status.stable_version == 1 and len(world.status.versions) == 1
 
 
-def test_manual_promote_abort_regenerate_and_pause_each_act_once() -> None:
-    world = running_world()
+def test_manual_promote_abort_regenerate_and_pause_each_act_once(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.annotations["poet.dev/regenerate"] = "true"
     decision = world.step()
     assert [g.reason for g in decision.of_type(Generate)] == ["manual"]
@@ -250,7 +296,9 @@ def test_manual_promote_abort_regenerate_and_pause_each_act_once() -> None:
 
 
 def test_canary_worse_error_rate_is_rolled_back() -> None:
-    world = running_world()
+    # Plain-data world only: a process's error rate is what its generated code does, not a setting.
+    world = World(spec=dict(SPEC))
+    world.settle()
     world.crash("stable")
     world.step()
     world.finish_generations()
@@ -261,8 +309,8 @@ def test_canary_worse_error_rate_is_rolled_back() -> None:
     assert decision.rollout == "rolled_back"
 
 
-def test_missed_progress_deadline_rolls_back() -> None:
-    world = running_world()
+def test_missed_progress_deadline_rolls_back(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.crash("stable")
     world.step()
     world.finish_generations()
@@ -273,8 +321,8 @@ def test_missed_progress_deadline_rolls_back() -> None:
     assert "progress deadline" in world.status.version(2).message
 
 
-def test_old_configmaps_are_deleted_beyond_the_kept_history() -> None:
-    world = running_world()
+def test_old_configmaps_are_deleted_beyond_the_kept_history(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.policy = type(world.policy)(keep_versions=1)
     for model in ("a", "b", "c"):
         world.with_spec(model=model)

@@ -195,6 +195,7 @@ class ProcessBackend:
     _pod_counter: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _reference_sha: str | None = None
+    _epoch: int = 0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -512,15 +513,23 @@ class ProcessBackend:
             future = self._futures.get(action.version)
             if spec is None or (future is not None and not future.done()):
                 return
-            self._futures[action.version] = self._executor.submit(self._produce_and_store, spec, action)
-            self._futures[action.version].add_done_callback(self._deliver)
+            epoch = self._epoch
+            self._futures[action.version] = self._executor.submit(self._run_generation, spec, action, epoch)
 
-    def _deliver(self, future: Future[GenerationOutcome]) -> None:
-        if future.cancelled():
-            return
-        outcome = future.result()
+    def _run_generation(self, spec: MonitorSpec, action: Generate, epoch: int) -> GenerationOutcome:
+        outcome = self._produce_and_store(spec, action)
         with self._lock:
-            self._outcome = outcome
+            if epoch == self._epoch:  # not from before forget_generations()
+                self._outcome = outcome
+        return outcome
+
+    def forget_generations(self) -> None:
+        """Lose what a restarted operator loses: running generations and an outcome not yet recorded.
+        (A generation already running still finishes and writes its directory, as a ConfigMap would be.)"""
+        with self._lock:
+            self._epoch += 1
+            self._futures.clear()
+            self._outcome = None
 
     def _produce_and_store(self, spec: MonitorSpec, action: Generate) -> GenerationOutcome:
         target = self.version_dir(action.version)
@@ -577,9 +586,11 @@ class ProcessBackend:
         self.lessons_file.write_text(lessons_to_json(store), encoding="utf-8")
 
     def wait_generations(self, timeout: float = 300.0) -> None:
-        """Block until running generations are done (tests and the fast loop use it)."""
+        """Block until running generations are done and their outcomes delivered."""
         deadline = time.monotonic() + timeout
-        for future in list(self._futures.values()):
+        with self._lock:
+            futures = list(self._futures.values())
+        for future in futures:
             future.result(timeout=max(0.1, deadline - time.monotonic()))
 
 

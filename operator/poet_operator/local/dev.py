@@ -71,6 +71,9 @@ def dev_command(config: DevConfig, out: TextIO | None = None) -> int:
     except (SpecError, StreamError, MemoryLimitError, ReferenceRefused, OSError) as exc:
         print(f"poetmon dev: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\npoetmon dev: interrupted; the processes were stopped", file=sys.stderr)
+        return 130
 
 
 def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:

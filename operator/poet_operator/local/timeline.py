@@ -7,6 +7,7 @@ printed as a line at every tenth of the stream, so the output reads the same top
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -90,21 +91,19 @@ class Timeline:
             self.line(f"{who} {why}: reason {term.reason}, exit code {term.exit_code}", "Warning")
 
     def generated(self, produced: ProducedVersion) -> None:
-        if produced.status == "written":
-            self.line(
-                f"POET wrote version {produced.version} ({produced.generator}); "
-                f"enforce passed {produced.enforce_checks} checks"
-                + (
-                    f"; lessons applied: {', '.join(produced.lessons_applied)}"
-                    if produced.lessons_applied
-                    else ""
-                ),
-            )
-        else:
+        if produced.status != "written":
             self.line(
                 f"POET did not write version {produced.version}: {produced.status}: {produced.message}",
                 "Warning",
             )
+            return
+        text = f"POET wrote version {produced.version} ({produced.generator})"
+        changes = remedy_lines(produced.manifest_json)
+        if changes:
+            text += ": " + "; ".join(changes)
+        if produced.lessons_applied:
+            text += f"; lessons applied: {', '.join(produced.lessons_applied)}"
+        self.line(text + f"; enforce passed {produced.enforce_checks} checks")
 
     def drift(self, role: str, version: int | None, features: Iterable[str], score: float | None) -> None:
         names = tuple(sorted(features))
@@ -146,6 +145,21 @@ class Timeline:
             for row in diff_text.rstrip("\n").splitlines():
                 self._write("  " + row)
         self.lines.append(summary)
+
+
+def remedy_lines(manifest_json: str) -> list[str]:
+    """`bounded_memory for OOMKilled (window 400000 -> 200000 rows, reservoir storage)` per remedy."""
+    try:
+        poet = (json.loads(manifest_json) or {}).get("poet") or {}
+    except ValueError:
+        return []
+    notes = [str(n) for n in (poet.get("choices") or {}).get("notes") or []]
+    out = []
+    for remedy in poet.get("remedies") or []:
+        name = str(remedy.get("remedy"))
+        detail = next((n.split(": ", 1)[1] for n in notes if n.startswith(name + ": ")), "")
+        out.append(f"{name} for {remedy.get('signature')}" + (f" ({detail})" if detail else ""))
+    return out
 
 
 def summary_of(status: Mapping[str, Any]) -> str:

@@ -78,7 +78,7 @@ class ProcessWorld:
     KIND = "processes"
 
     def __post_init__(self) -> None:
-        self.clock = Clock()
+        self.clock = Clock(factor=0.0)  # the machine's time moves only when a test says so, as in World
         self.backend = ProcessBackend(
             spec_document=self.spec,
             workdir=self.workdir,

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -98,12 +97,6 @@ class Clock:
         return (self.now() - self.start).total_seconds()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http(method: str, url: str, body: bytes | None = None, ctype: str = "", timeout: float = HTTP_TIMEOUT):
     """(status, body bytes) of one request; (0, b"") when nothing answered."""
     request = urllib.request.Request(url, data=body, method=method)
@@ -150,6 +143,7 @@ class RuntimeProcess:
     started_at: float = 0.0
     oom_before: int = 0
     log_file: Any = None
+    log_offset: int = 0
 
     @property
     def url(self) -> str:
@@ -331,11 +325,14 @@ class ProcessBackend:
         if process.restart_at is not None and time.monotonic() >= process.restart_at:
             process.restart_at = None
             self._start(process)
-        if process.running() and not process.ready:
+        if process.running() and not process.port:
+            process.port = _bound_port(process.log_path, process.log_offset)
+        if process.running() and process.port and not process.ready:
             status, _ = http("GET", process.url + "/readyz", timeout=1.0)
             if status == 200 and self._send_reference(process):
                 process.ready = True
-                self.on_event(ProcessEvent("ready", process.name, process.role, process.version))
+                detail = f"port {process.port}"
+                self.on_event(ProcessEvent("ready", process.name, process.role, process.version, detail))
         elif process.running() and process.ready:
             status, _ = http("GET", process.url + "/readyz", timeout=1.0)
             if status == 503:  # said so; a slow answer under load is not taken as unready
@@ -392,7 +389,7 @@ class ProcessBackend:
         (process.home / "checkpoints").mkdir(exist_ok=True)
         with contextlib.suppress(OSError):
             process.termination_log.unlink()  # a new container starts with an empty termination log
-        process.port = free_port()
+        process.port = 0  # the runtime binds a free port itself and logs it (no race with other programs)
         command = [
             sys.executable,
             "-m",
@@ -414,12 +411,13 @@ class ProcessBackend:
             process.oom_before = process.cage.oom_kills()
         env = {**os.environ, **self.environment}
         process.log_file = process.log_path.open("ab")
+        process.log_offset = process.log_file.tell()
         process.popen = subprocess.Popen(
             command, stdout=process.log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         process.started_at = time.monotonic()
         (process.home / "pid").write_text(f"{process.popen.pid}\n")  # what a container id is to a pod
-        detail = f"pid {process.popen.pid}, port {process.port}"
+        detail = f"pid {process.popen.pid}"
         if process.cage is not None:
             detail += f", memory limit {process.cage.describe()}"
         self.on_event(ProcessEvent("started", process.name, process.role, process.version, detail))
@@ -451,7 +449,9 @@ class ProcessBackend:
         name = f"{self.name}-{role}-v{version}-{self._pod_counter}"
         cage = None
         if self.memory_limit is not None:
-            cage = make_cage(self.memory_limit, f"poetmon-{name}", prefer=self.cage_mechanism)
+            # Unique per backend: two runs on one machine must never share (or remove) a cgroup.
+            unique = f"poetmon-{os.getpid()}-{id(self):x}-{name}"
+            cage = make_cage(self.memory_limit, unique, prefer=self.cage_mechanism)
         process = RuntimeProcess(
             name=name,
             role=role,
@@ -605,6 +605,20 @@ def _memory_error(record_text: str) -> bool:
         return False
     signature = record.get("signature") if isinstance(record, dict) else None
     return isinstance(signature, dict) and signature.get("exception") == "MemoryError"
+
+
+def _bound_port(log: Path, offset: int) -> int:
+    """The port from this start's `runtime.started` log line (0 while it has not been written)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            for line in handle:
+                if b'"runtime.started"' in line:
+                    with contextlib.suppress(ValueError):
+                        return int(json.loads(line).get("port") or 0)
+    except OSError:
+        pass
+    return 0
 
 
 def _tail(path: Path) -> str:

@@ -80,7 +80,7 @@ class Timeline:
         if event.kind == "started":
             self.line(f"started {who}: {event.detail}", "process")
         elif event.kind == "ready":
-            self.line(f"{who} is ready", "process")
+            self.line(f"{who} is ready ({event.detail})", "process")
         elif event.kind == "exited" and event.terminated is not None:
             term = event.terminated
             why = {

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/payments/make_data.py --out .poetmon-dev/data
 	$(VENV)/bin/poetmon dev -f examples/payments/payments.yaml --data .poetmon-dev/data/stream.csv \
-	    --reference .poetmon-dev/data/reference.csv --memory-limit 300M --speed 20
+	    --reference .poetmon-dev/data/reference.csv --memory-limit 300M --speed 20 --until healed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

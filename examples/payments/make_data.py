@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".poetmon-dev/data", help="directory to write (created)")
     parser.add_argument("--burst", type=int, default=450_000, help="rows at 2,000 a second")
-    parser.add_argument("--trickle", type=int, default=60_000, help="rows at 100 a second after the burst")
+    parser.add_argument("--trickle", type=int, default=150_000, help="rows at 100 a second after the burst")
     parser.add_argument("--reference", type=int, default=20_000, help="reference rows")
     parser.add_argument("--drift-from", type=int, default=None, help="first drifted row (default burst/2)")
     args = parser.parse_args()

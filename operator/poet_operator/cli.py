@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--workdir", help="where versions, logs and reports go (default .poetmon-dev/NAME)")
     dev.add_argument("--batch-rows", type=int, default=2000, help="rows per HTTP batch (2000)")
     dev.add_argument("--max-seconds", type=float, default=900.0, help="give up after this long (900)")
+    dev.add_argument(
+        "--until",
+        choices=["end", "healed"],
+        default="end",
+        help="end: replay the whole stream (default); healed: stop once a promoted version serves, reports",
+    )
 
     add_cluster_commands(sub)
     return parser
@@ -240,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workdir=args.workdir,
                 batch_rows=args.batch_rows,
                 max_seconds=args.max_seconds,
+                until=args.until,
             )
         )
     if args.command in CLUSTER_COMMANDS:

@@ -48,6 +48,7 @@ class DevConfig:
     batch_rows: int = 2000
     max_seconds: float = 900.0
     cage: str = "auto"  # auto | cgroup | rlimit
+    until: str = "end"  # end: replay the whole stream | healed: stop once a promoted version serves
     restart_backoff: tuple[float, float] = (1.0, 10.0)
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -77,6 +78,7 @@ def dev_command(config: DevConfig, out: TextIO | None = None) -> int:
 
 
 def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
+    clock = Clock()  # from the start, so the timeline's first stamp includes reading the files
     document = load_document_file(config.spec_file)
     limit = parse_memory(config.memory_limit) if config.memory_limit else None
     batches = load_batches(config.data, config.batch_rows)
@@ -85,7 +87,6 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
     if workdir.exists():
         shutil.rmtree(workdir)  # each run starts from nothing, like a freshly applied monitor
     workdir.mkdir(parents=True)
-    clock = Clock()
     timeline = Timeline(out, clock=clock)
     backend = ProcessBackend(
         spec_document=document.spec.to_dict(),
@@ -111,6 +112,7 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
     policy = Policy(poll_seconds=1.0)
     deadline = time.monotonic() + config.max_seconds
     drain_deadline: float | None = None
+    promoted = False
     try:
         while True:
             observation = backend.observe()
@@ -136,12 +138,19 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
                 drain_deadline = time.monotonic() + DRAIN_SECONDS
             if replay.done and _finished(status, backend, observation.generating, drain_deadline):
                 break
+            promoted = promoted or decision.rollout == "promoted"
+            if config.until == "healed" and _healed(status, backend, observation.generating, promoted):
+                timeline.line(
+                    f"stream stopped at {replay.sent_rows:,} of {replay.total_rows:,} rows: "
+                    "the promoted version serves and has evaluated data (--until healed)"
+                )
+                break
             if time.monotonic() > deadline:
                 timeline.line(f"stopped after {config.max_seconds:.0f} s without settling", "Warning")
                 break
             time.sleep(TICK_SECONDS)
         if replay.done:
-            timeline.progress(1.0, _progress_detail(replay))
+            timeline.progress(replay.progress(), _progress_detail(replay))
         report = _final(backend, status, timeline, workdir)
     finally:
         replay.stop()
@@ -167,13 +176,24 @@ def _progress_detail(replay: Replay) -> str:
 def _settled(status: MonitorStatus, backend: ProcessBackend, generating: frozenset[int]) -> bool:
     stable = backend.processes.get("stable")
     return (
-        status.pending is None
+        status.phase == "Running"
+        and status.pending is None
         and status.canary_version is None
         and not generating
         and stable is not None
         and stable.ready
         and stable.version == status.stable_version
     )
+
+
+def _healed(
+    status: MonitorStatus, backend: ProcessBackend, generating: frozenset[int], promoted: bool
+) -> bool:
+    """A version promoted in this run serves as stable, settled, and has evaluated data of its own."""
+    if not promoted or not _settled(status, backend, generating):
+        return False
+    report = backend.report("stable") or {}
+    return int((report.get("failures") or {}).get("evaluations") or 0) > 0 and bool(report.get("features"))
 
 
 def _finished(

@@ -73,6 +73,7 @@ from poet_operator.rollout.observations import (
 from poet_operator.spec import MonitorSpec, SpecError
 
 HTTP_TIMEOUT = 2.0
+REFERENCE_CONTENT_TYPE = "application/vnd.poet.reference+npz"
 STOP_GRACE_SECONDS = 15.0
 LOG_TAIL_BYTES = 4000
 GenerateFn = Callable[..., ProducedVersion]
@@ -115,7 +116,7 @@ def http(method: str, url: str, body: bytes | None = None, ctype: str = "", time
 class ProcessEvent:
     """Something a process did that the timeline shows (the machine hears of it through observations)."""
 
-    kind: str  # started | exited | ready
+    kind: str  # started | ready | exited | promoted
     pod: str
     role: str
     version: int
@@ -257,9 +258,6 @@ class ProcessBackend:
                 report = self.report(role)
                 if report is not None:
                     reports[role] = runtime_report(report, role)  # type: ignore[arg-type]
-        stable = reports.get("stable")
-        if stable is not None and stable.reference_sha256:
-            self._reference_sha = stable.reference_sha256
         with self._lock:
             outcome = self._outcome
             generating = frozenset(n for n, f in self._futures.items() if not f.done())
@@ -339,6 +337,7 @@ class ProcessBackend:
                 process.ready = False
 
     def _send_reference(self, process: RuntimeProcess) -> bool:
+        """A process that did not load the stored reference at start gets `--reference` (the CSV file)."""
         if self.reference_csv is None or process.reference_sent:
             return True
         status, body = http(
@@ -406,6 +405,9 @@ class ProcessBackend:
             "--termination-log",
             str(process.termination_log),
         ]
+        if self.reference_file.exists():
+            command += ["--reference-file", str(self.reference_file)]
+            process.reference_sent = True  # loaded at start, as a pod mounts the reference ConfigMap
         if process.cage is not None:
             command = process.cage.launcher_args() + command
             process.oom_before = process.cage.oom_kills()
@@ -445,6 +447,16 @@ class ProcessBackend:
             return
         if current is not None:
             self._stop(current)
+        canary = self.processes.get("canary")
+        if role == "stable" and canary is not None and canary.version == version:
+            # A promotion: the canary process, already serving this version with the data it has seen,
+            # becomes the stable one (a cluster would roll the stable Deployment to new pods instead; the
+            # machine removes the canary Deployment in the same step, which then finds nothing to remove).
+            del self.processes["canary"]
+            canary.role = "stable"
+            self.processes["stable"] = canary
+            self.on_event(ProcessEvent("promoted", canary.name, "stable", version))
+            return
         self._pod_counter += 1
         name = f"{self.name}-{role}-v{version}-{self._pod_counter}"
         cage = None
@@ -499,14 +511,33 @@ class ProcessBackend:
         elif isinstance(action, RecordLessons):
             self._record_lessons(action.version)
         elif isinstance(action, HandOffReference):
-            target = self.processes.get(action.to_role) if action.to_role else None
-            if target is not None and target.running():
-                target.reference_sent = False
-                self._send_reference(target)
+            self._hand_off_reference(action.to_role)
         elif isinstance(action, ClearAnnotation):
             self.annotations.pop(action.key, None)
         elif isinstance(action, EnsureService | Emit):
             pass  # the replay reaches every process directly; events go to the timeline
+
+    def _hand_off_reference(self, to_role: str | None) -> None:
+        """As the operator does between pods: the stable process's reference (`GET /v1/reference`, npz) is
+        stored as `reference.npz`, which later processes load at start (`--reference-file`), and is posted to
+        the canary when it holds another one."""
+        stable = self.processes.get("stable")
+        if stable is None or not stable.ready:
+            return
+        status, body, sha = _get_reference(stable.url)
+        if status != 200:
+            return
+        staging = self.reference_file.with_suffix(".tmp")
+        staging.write_bytes(body)
+        staging.replace(self.reference_file)
+        self._reference_sha = sha or None
+        target = self.processes.get(to_role) if to_role else None
+        if target is not None and target.ready:
+            http("POST", target.url + "/v1/reference", body, REFERENCE_CONTENT_TYPE, timeout=30.0)
+
+    @property
+    def reference_file(self) -> Path:
+        return self.workdir / "reference.npz"
 
     def _generate(self, action: Generate, spec: MonitorSpec | None) -> None:
         with self._lock:
@@ -605,6 +636,18 @@ def _memory_error(record_text: str) -> bool:
         return False
     signature = record.get("signature") if isinstance(record, dict) else None
     return isinstance(signature, dict) and signature.get("exception") == "MemoryError"
+
+
+def _get_reference(url: str) -> tuple[int, bytes, str]:
+    """(status, npz bytes, sha256) of a runtime's `GET /v1/reference`."""
+    request = urllib.request.Request(url + "/v1/reference", headers={"Accept": REFERENCE_CONTENT_TYPE})
+    try:
+        with urllib.request.urlopen(request, timeout=30.0) as response:
+            return response.status, response.read(), response.headers.get("X-Poet-Reference-Sha256", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, b"", ""
+    except (OSError, TimeoutError):
+        return 0, b"", ""
 
 
 def _bound_port(log: Path, offset: int) -> int:

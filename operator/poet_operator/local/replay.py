@@ -14,7 +14,7 @@ import csv
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,11 +58,15 @@ def load_batches(path: str | Path, batch_rows: int = 2000) -> list[Batch]:
         text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise StreamError(f"{file}: cannot read it ({exc.strerror or exc})") from None
-    reader = csv.reader(io.StringIO(text))
+    if '"' in text:
+        reader: Iterator[list[str]] = csv.reader(io.StringIO(text))
+    else:  # no quoting anywhere: a plain split is exact and several times faster than the csv module
+        reader = (line.split(",") for line in text.splitlines() if line)
     try:
         header = next(reader)
     except StopIteration:
         raise StreamError(f"{file}: the file is empty; a CSV stream needs a header line and rows") from None
+    quoted = '"' in text
     stamp = header.index(TIMESTAMP_COLUMN) if TIMESTAMP_COLUMN in header else None
     keep = [i for i in range(len(header)) if i != stamp]
     head = ",".join(header[i] for i in keep)
@@ -84,9 +88,12 @@ def load_batches(path: str | Path, batch_rows: int = 2000) -> list[Batch]:
             moment = (row - 1) / DEFAULT_ROWS_PER_SECOND
         if not lines:
             batch_time = moment
-        out = io.StringIO()
-        csv.writer(out, lineterminator="").writerow([cells[i] for i in keep])
-        lines.append(out.getvalue())
+        if quoted:
+            out = io.StringIO()
+            csv.writer(out, lineterminator="").writerow([cells[i] for i in keep])
+            lines.append(out.getvalue())
+        else:
+            lines.append(",".join([cells[i] for i in keep]))
         if len(lines) >= batch_rows:
             batches.append(Batch(len(lines), row - len(lines) + 1, batch_time, _body(head, lines)))
             lines = []

@@ -79,6 +79,8 @@ class Timeline:
         who = f"{event.role} v{event.version} ({event.pod})"
         if event.kind == "started":
             self.line(f"started {who}: {event.detail}", "process")
+        elif event.kind == "promoted":
+            self.line(f"process {event.pod} now serves as the stable v{event.version}", "process")
         elif event.kind == "ready":
             self.line(f"{who} is ready ({event.detail})", "process")
         elif event.kind == "exited" and event.terminated is not None:

@@ -51,6 +51,25 @@ def test_under_rlimit_as_the_allocation_fails_inside_the_process() -> None:
     assert cage.oom_kills() == 0
 
 
+def test_rlimit_after_load_is_the_loaded_size_plus_the_limit() -> None:
+    cage = make_cage(parse_memory("200M"), "unused", prefer="rlimit", after_load=True)
+    assert cage.launcher_args() == [] and "over the loaded size" in cage.describe()
+    code = (
+        "import sys, numpy as np\n"
+        "sys.stdout.write('loaded\\n'); sys.stdout.flush(); sys.stdin.readline()\n"
+        "a = np.ones(12_500_000)\n"  # 100 MB: within the limit
+        "try:\n    b = np.ones(25_000_000)\nexcept MemoryError:\n    raise SystemExit(3)\n"  # 200 MB more
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline() == "loaded\n"  # type: ignore[union-attr]
+    value = cage.limit_running(child.pid)
+    assert value is not None and value > parse_memory("200M")
+    child.communicate("go\n", timeout=60)
+    assert child.returncode == 3
+
+
 def test_a_process_within_its_limit_runs_normally() -> None:
     cage = make_cage(parse_memory("1G"), f"poetmon-test-fits-{os.getpid()}")
     try:

@@ -8,7 +8,8 @@ container must come from the kernel too. Two ways, in order of preference:
   with SIGKILL when it is exceeded; the cgroup's `oom_kill` counter says that is what happened.
 - `RLIMIT_AS` (address space) when no cgroup can be made (no permission, no memory controller). An
   allocation past the limit fails inside the process instead (numpy raises `MemoryError`), which the runtime
-  reports as a crash record; the backend reads that record's exception type.
+  reports as a crash record; the backend reads that record's exception type. For the runtime it is set once
+  the process has loaded, to what it maps then plus the limit (`limit_running`).
 
 The child joins its cage itself, before it becomes the runtime: it is started as
 `python -m poet_operator.local.cage --cgroup DIR | --rlimit BYTES -- COMMAND...`, joins the cgroup or sets
@@ -60,13 +61,34 @@ class Cage:
     limit: int
     mechanism: str
     path: Path | None = None
+    after_load: bool = False  # RLIMIT_AS set on the loaded process (limit_running), not at exec
 
     def launcher_args(self) -> list[str]:
-        """The arguments that put the next command into this cage (prefix of its command line)."""
+        """The arguments that put the next command into this cage (prefix of its command line); under
+        RLIMIT_AS with `after_load` the limit is set by `limit_running` instead, once the process loaded."""
         head = [sys.executable, "-m", "poet_operator.local.cage"]
         if self.path is not None:
             return [*head, "--cgroup", str(self.path), "--"]
-        return [*head, "--rlimit", str(self.limit), "--"]
+        if not self.after_load:
+            return [*head, "--rlimit", str(self.limit), "--"]
+        return []
+
+    def limit_running(self, pid: int) -> int | None:
+        """RLIMIT_AS of a loaded process: the address space it maps now plus the limit, so the limit bounds
+        what it allocates from here on rather than what its libraries reserved (the runtime with numpy,
+        scipy and pyarrow maps about 1.8 GB while 150 MB are resident). Returns the limit set."""
+        if self.mechanism != "rlimit" or not self.after_load:
+            return None
+        import resource
+
+        mapped = 0
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmSize:"):
+                    mapped = int(line.split()[1]) * 1024
+        value = mapped + self.limit
+        resource.prlimit(pid, resource.RLIMIT_AS, (value, value))
+        return value
 
     def oom_kills(self) -> int:
         """How many times the kernel's OOM killer acted in this cgroup (0 without one)."""
@@ -90,8 +112,11 @@ class Cage:
                 self.path.rmdir()
 
     def describe(self) -> str:
-        where = {"cgroup-v1": "cgroup v1", "cgroup-v2": "cgroup v2", "rlimit": "RLIMIT_AS"}[self.mechanism]
-        return f"{format_memory(self.limit)} ({where})"
+        if self.mechanism == "rlimit":
+            return (
+                f"{format_memory(self.limit)} (RLIMIT_AS{' over the loaded size' if self.after_load else ''})"
+            )
+        return f"{format_memory(self.limit)} (cgroup {self.mechanism[-2:]})"
 
 
 def _own_cgroup() -> tuple[str, Path] | None:
@@ -114,7 +139,7 @@ def _own_cgroup() -> tuple[str, Path] | None:
     return None
 
 
-def make_cage(limit: int, name: str, *, prefer: str = "auto") -> Cage:
+def make_cage(limit: int, name: str, *, prefer: str = "auto", after_load: bool = False) -> Cage:
     """A cage of `limit` bytes named `name`: a child cgroup of our own when the kernel lets us make one
     (`prefer="auto"` or `"cgroup"`), else RLIMIT_AS (`prefer="rlimit"` asks for it directly)."""
     if prefer != "rlimit":
@@ -139,7 +164,7 @@ def make_cage(limit: int, name: str, *, prefer: str = "auto") -> Cage:
                     path.rmdir()
         if prefer == "cgroup":
             raise MemoryLimitError("no memory cgroup can be made here (permission or controller missing)")
-    return Cage(limit, "rlimit")
+    return Cage(limit, "rlimit", after_load=after_load)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,6 +145,7 @@ class RuntimeProcess:
     oom_before: int = 0
     log_file: Any = None
     log_offset: int = 0
+    caged: bool = False
 
     @property
     def url(self) -> str:
@@ -327,6 +328,9 @@ class ProcessBackend:
             process.port = _bound_port(process.log_path, process.log_offset)
         if process.running() and process.port and not process.ready:
             status, _ = http("GET", process.url + "/readyz", timeout=1.0)
+            if status == 200 and process.cage is not None and not process.caged:
+                process.cage.limit_running(process.popen.pid)  # type: ignore[union-attr]
+                process.caged = True  # RLIMIT_AS over the loaded size; a cgroup holds from exec on
             if status == 200 and self._send_reference(process):
                 process.ready = True
                 detail = f"port {process.port}"
@@ -358,6 +362,7 @@ class ProcessBackend:
             process.log_file = None
         process.popen = None
         process.ready = False
+        process.caged = False
         process.reference_sent = False
         message = ""
         with contextlib.suppress(OSError):
@@ -463,7 +468,12 @@ class ProcessBackend:
         if self.memory_limit is not None:
             # Unique per backend: two runs on one machine must never share (or remove) a cgroup.
             unique = f"poetmon-{os.getpid()}-{id(self):x}-{name}"
-            cage = make_cage(self.memory_limit, unique, prefer=self.cage_mechanism)
+            cage = make_cage(
+                self.memory_limit,
+                unique,
+                prefer=self.cage_mechanism,
+                after_load=True,
+            )
         process = RuntimeProcess(
             name=name,
             role=role,

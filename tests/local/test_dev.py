@@ -125,7 +125,8 @@ def test_oom_killed_version_is_regenerated_with_bounded_memory_and_promoted(
     v2 = next(v for v in status["versions"] if v["number"] == 2)
     assert v2["reason"] == "crash-feedback" and v2["feedbackAnswered"] == ["OOMKilled"]
     assert v2["remedies"] == ["OOMKilled:bounded_memory"]
-    assert "POET wrote version 2 (template); enforce passed" in out
+    assert "POET wrote version 2 (template): bounded_memory for OOMKilled (window 150000 -> 75000" in out
+    assert "reservoir storage); enforce passed" in out
     assert "CanaryStarted: version 2" in out and "Promoted: version 2 promoted to stable" in out
     v1_code = (work / "versions" / "v1" / "monitor.py").read_text()
     v2_code = (work / "versions" / "v2" / "monitor.py").read_text()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ class ProcessWorld:
     KIND = "processes"
 
     def __post_init__(self) -> None:
+        self._gate = threading.Event()  # generations finish when finish_generations() says so
         self.clock = Clock(factor=0.0)  # the machine's time moves only when a test says so, as in World
         self.backend = ProcessBackend(
             spec_document=self.spec,
@@ -125,7 +127,12 @@ class ProcessWorld:
         return decision
 
     def finish_generations(self) -> None:
-        self.backend.wait_generations()
+        """Generations complete now (until then they wait, as the plain-data world's do)."""
+        self._gate.set()
+        try:
+            self.backend.wait_generations()
+        finally:
+            self._gate.clear()
 
     def pods_ready(self, role: str | None = None) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -202,11 +209,13 @@ class ProcessWorld:
         self.generation += 1
 
     def close(self) -> None:
+        self._gate.set()  # a generation still waiting may finish; queued ones are cancelled
         self.backend.close()
 
     # -- generation ------------------------------------------------------------------------------------------
 
     def _generate(self, spec: Any, **kwargs: Any) -> ProducedVersion:
+        assert self._gate.wait(READY_TIMEOUT * 5), "a generation was never let finish"
         if self.reject_next:
             status, self.reject_next = self.reject_next, None
             return ProducedVersion(kwargs["version"], status, message="enforce: 2 checks failed")

@@ -334,8 +334,8 @@ def test_old_configmaps_are_deleted_beyond_the_kept_history(make_world: MakeWorl
     assert world.status.version(1).config_map is None
 
 
-def test_keeping_no_history_deletes_every_version_but_stable_and_canary() -> None:
-    world = running_world()
+def test_keeping_no_history_deletes_every_version_but_stable_and_canary(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.policy = type(world.policy)(keep_versions=0)
     world.with_spec(model="other")
     world.settle()

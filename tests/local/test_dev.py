@@ -180,3 +180,24 @@ def test_a_canary_that_dies_is_rolled_back_and_the_stable_version_keeps_serving(
     # Version 1 still answers: its report is the final one.
     report = json.loads((work / "report.json").read_text())
     assert report["version"]["version"] == 1
+
+
+def test_bad_input_is_refused_with_a_message_naming_it(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC % {"analysis": 3, "tolerance": 1})
+    stream = tmp_path / "stream.csv"
+    stream.write_text("timestamp,amount\n1,2.0\nnot-a-time,3.0\n")
+    cases = [
+        (["--data", str(tmp_path / "missing.csv")], "missing.csv: cannot read it"),
+        (["--data", str(stream)], "stream.csv: row 2: timestamp 'not-a-time'"),
+        (["--data", str(stream), "--memory-limit", "lots"], "memory limit 'lots'"),
+    ]
+    for extra, message in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "poet_operator.cli", "dev", "-f", str(spec), *extra],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2 and message in done.stderr, (extra, done.stderr)
+    assert not (tmp_path / ".poetmon-dev").exists()  # nothing started, nothing written

@@ -345,8 +345,10 @@ def test_keeping_no_history_deletes_every_version_but_stable_and_canary(make_wor
     assert set(world.configmaps) == {2}
 
 
-def test_restarts_tolerated_during_the_canary_do_not_regenerate_the_promoted_version() -> None:
-    world = running_world()
+def test_restarts_tolerated_during_the_canary_do_not_regenerate_the_promoted_version(
+    make_world: MakeWorld,
+) -> None:
+    world = running_world(make_world)
     world.crash("stable")
     world.step()
     world.finish_generations()
@@ -364,8 +366,8 @@ def test_restarts_tolerated_during_the_canary_do_not_regenerate_the_promoted_ver
     assert world.status.phase == "Running"
 
 
-def test_a_refused_spec_change_leaves_the_running_version_and_says_degraded() -> None:
-    world = running_world()
+def test_a_refused_spec_change_leaves_the_running_version_and_says_degraded(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
     world.with_spec(window={"size": 1})
     world.step()
     assert world.status.phase == "Degraded"

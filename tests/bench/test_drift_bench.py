@@ -76,46 +76,22 @@ def test_missing_venv_is_reported_as_skipped(tmp_path: Path) -> None:
 
 
 def _run(worker: str, data: Path, out: Path, variant: str = "default") -> dict:
-    cmd = [
-        sys.executable,
-        str(BENCH / "workers" / worker),
-        "--data-dir",
-        str(data),
-        "--workload",
-        "W1",
-        "--variant",
-        variant,
-        "--repeats",
-        "2",
-        "--budget",
-        "5",
-        "--out-dir",
-        str(out),
-    ]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(REPO),
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
+    cmd = [sys.executable, str(BENCH / "workers" / worker), "--data-dir", str(data), "--workload", "W1",
+           "--variant", variant, "--repeats", "2", "--budget", "5", "--out-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=str(REPO),
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_common.RESULT_PREFIX)]
     assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-2000:]
-    return json.loads(lines[0][len(_common.RESULT_PREFIX) :])
+    return json.loads(lines[0][len(_common.RESULT_PREFIX):])
 
 
-def test_scipy_and_engine_workers_agree_in_fresh_processes(
-    small_w1: tuple[Path, dict], tmp_path: Path
-) -> None:
+def test_scipy_and_engine_workers_agree_in_fresh_processes(small_w1: tuple[Path, dict],
+                                                           tmp_path: Path) -> None:
     data, truth = small_w1
     sc = _run("scipy_worker.py", data, tmp_path)
     assert len(sc["detect_times"]) == 2 and sc["detect_s"] > 0
-    big = {
-        n
-        for n, what in truth["describe"].items()
-        if any(k in what for k in ("+0.5 sd", "+1 sd", "x1.5", "share shift 10 points"))
-    }
+    big = {n for n, what in truth["describe"].items()
+           if any(k in what for k in ("+0.5 sd", "+1 sd", "x1.5", "share shift 10 points"))}
     assert big <= set(truth["shifted"]) and len(big) >= 6
     assert not big & set(sc["score"]["missed"]), sc["score"]
     en = _run("engine_worker.py", data, tmp_path, variant="prepared")

@@ -128,7 +128,10 @@ def test_readme_commands_run(group: tuple[str, ...], tmp_path: Path) -> None:
 
 
 def test_make_images_builds_both_targets() -> None:
-    proc = subprocess.run(["make", "-n", "images"], cwd=REPO, capture_output=True, text=True, check=True)
+    # Under `make test` this runs as a sub-make, which would print "Entering directory" lines.
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-n", "images"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert proc.stdout.splitlines() == [
         "docker build --target runtime -t poet-monitor/runtime:0.1.0 .",
         "docker build --target operator -t poet-monitor/operator:0.1.0 .",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from poet_operator.k8s.observe import (
 )
 from poet_operator.rollout.actions import Decision
 from poet_operator.rollout.machine import Policy, decide
-from poet_operator.rollout.observations import GenerationOutcome, Observation, RuntimeReport
+from poet_operator.rollout.observations import Observation, RuntimeReport
 from poet_operator.rollout.status import MonitorStatus
 from poet_operator.spec import MonitorSpec, SpecError
 
@@ -328,8 +327,4 @@ class Reconciler:
         return runtime_report(body, pod.role)
 
 
-def now_monotonic() -> float:
-    return time.monotonic()
-
-
-__all__ = ["GenerationOutcome", "OperatorConfig", "Reconciler"]
+__all__ = ["OperatorConfig", "Reconciler"]

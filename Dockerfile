@@ -15,19 +15,28 @@ RUN python -m pip wheel --no-deps --no-cache-dir --wheel-dir /wheels .
 
 # ---------------------------------------------------------------- runtime environment: base distribution + Arrow
 # The base distribution has no kopf, kubernetes or openai. pyarrow lets the runtime accept Arrow IPC bodies.
+# Dependencies first, from pyproject.toml alone, so a source change rebuilds only the last small layer.
 FROM ${PYTHON_IMAGE} AS runtime-env
-COPY --from=wheel /wheels /wheels
+COPY pyproject.toml /tmp/pyproject.toml
 RUN python -m venv /opt/poet \
-    && wheel="$(ls /wheels/poet_monitor-*.whl)" \
-    && /opt/poet/bin/pip install --no-cache-dir "${wheel}[parquet]" \
+    && python -c "import sys, tomllib; p = tomllib.load(open(sys.argv[1], 'rb'))['project']; \
+                print(*p['dependencies'], *p['optional-dependencies'][sys.argv[2]], sep='\\n')" \
+                /tmp/pyproject.toml parquet > /tmp/requirements.txt \
+    && /opt/poet/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY --from=wheel /wheels /wheels
+RUN /opt/poet/bin/pip install --no-cache-dir --no-deps /wheels/poet_monitor-*.whl \
     && /opt/poet/bin/pip uninstall --yes pip
 
 # ---------------------------------------------------------------- operator environment: + the operator extra
 FROM ${PYTHON_IMAGE} AS operator-env
-COPY --from=wheel /wheels /wheels
+COPY pyproject.toml /tmp/pyproject.toml
 RUN python -m venv /opt/poet \
-    && wheel="$(ls /wheels/poet_monitor-*.whl)" \
-    && /opt/poet/bin/pip install --no-cache-dir "${wheel}[operator]" \
+    && python -c "import sys, tomllib; p = tomllib.load(open(sys.argv[1], 'rb'))['project']; \
+                print(*p['dependencies'], *p['optional-dependencies'][sys.argv[2]], sep='\\n')" \
+                /tmp/pyproject.toml operator > /tmp/requirements.txt \
+    && /opt/poet/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY --from=wheel /wheels /wheels
+RUN /opt/poet/bin/pip install --no-cache-dir --no-deps /wheels/poet_monitor-*.whl \
     && /opt/poet/bin/pip uninstall --yes pip
 
 # ---------------------------------------------------------------- runtime image

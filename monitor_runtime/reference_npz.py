@@ -204,6 +204,21 @@ def decode_reference(
     UTF-8, more than `max_rows` rows or `max_bytes` of uncompressed members, content whose fingerprint
     differs from the header's `sha256`.
     """
+    return _decode(data, max_bytes=max_bytes, max_rows=max_rows)[0]
+
+
+def archive_fingerprint(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int = DEFAULT_MAX_ROWS
+) -> str:
+    """The content fingerprint (`sha256`) of a reference archive, after every check `decode_reference` makes.
+
+    This is the fingerprint the runtime reports (`X-Poet-Reference-Sha256`), not a digest of the bytes: the
+    same reference archived twice may differ in its zip bytes and still names the same content.
+    """
+    return _decode(data, max_bytes=max_bytes, max_rows=max_rows)[1]
+
+
+def _decode(data: bytes, *, max_bytes: int, max_rows: int) -> tuple[dict[str, np.ndarray], str]:
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
@@ -214,7 +229,7 @@ def decode_reference(
         return _decode_members(npz, max_bytes=max_bytes, max_rows=max_rows)
 
 
-def _decode_members(npz: Any, *, max_bytes: int, max_rows: int) -> dict[str, np.ndarray]:
+def _decode_members(npz: Any, *, max_bytes: int, max_rows: int) -> tuple[dict[str, np.ndarray], str]:
     infos = {info.filename: info for info in npz.zip.infolist()}
     total = sum(info.file_size for info in infos.values())
     if total > max_bytes:
@@ -260,7 +275,7 @@ def _decode_members(npz: Any, *, max_bytes: int, max_rows: int) -> dict[str, np.
             f"member {HEADER_MEMBER!r}: sha256 {header['sha256']} does not match the content ({sha256}); "
             "the archive was altered or damaged"
         )
-    return out
+    return out, sha256
 
 
 def _member(

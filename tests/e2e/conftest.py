@@ -87,8 +87,11 @@ def namespace(kubectl: Kubectl) -> Iterator[Kubectl]:
     kubectl.run("create", "namespace", name)
     ns = kubectl.in_namespace(name)
     # Pods need the namespace's default ServiceAccount, which a controller creates shortly after.
-    wait_until(lambda: "default" in ns.run("get", "serviceaccounts", "-o", "name"), 60,
-               f"the default ServiceAccount in {name}")
+    wait_until(
+        lambda: "default" in ns.run("get", "serviceaccounts", "-o", "name"),
+        60,
+        f"the default ServiceAccount in {name}",
+    )
     try:
         yield ns
     finally:

@@ -63,3 +63,50 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, interva
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
+
+
+class ApiHttp:
+    """Raw HTTP to the API server with the kubeconfig's credentials (the ``kubernetes`` client's pool).
+
+    Used to reach a monitor's Service or pod through the API server's proxy, which works on any cluster
+    (no route from the test machine to cluster addresses is needed), and for status writes kubectl lacks.
+    """
+
+    def __init__(self, kubeconfig: Path) -> None:
+        from kubernetes import config
+
+        self.client = config.new_client_from_config(str(kubeconfig))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        content_type: str = "application/json",
+        timeout: float = 60,
+    ) -> tuple[int, bytes]:
+        """Send one request; return the status code and the body (no exception for 4xx/5xx)."""
+        url = self.client.configuration.host + path
+        headers = {"Content-Type": content_type, "Accept": "*/*"}
+        data = body.encode() if isinstance(body, str) else body
+        # The client's urllib3 pool carries the kubeconfig's TLS settings; the body goes as given.
+        response = self.client.rest_client.pool_manager.request(
+            method, url, body=data, headers=headers, timeout=timeout, retries=False
+        )
+        return response.status, response.data
+
+    def json(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        """A JSON request that must succeed; its decoded answer."""
+        data = None if body is None else (body if isinstance(body, (bytes, str)) else json.dumps(body))
+        status, answer = self.request(method, path, data, content_type)
+        if status >= 300:
+            raise KubectlError(f"{method} {path}: HTTP {status}: {answer[:500]!r}")
+        return json.loads(answer)
+
+    @staticmethod
+    def service_proxy(namespace: str, service: str, path: str, port: str = "http") -> str:
+        return f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
+
+    @staticmethod
+    def pod_proxy(namespace: str, pod: str, path: str, port: int = 8080) -> str:
+        return f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}"

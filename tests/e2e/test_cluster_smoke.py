@@ -11,22 +11,35 @@ from typing import Any
 from tests.e2e.kube import Kubectl, wait_until
 
 
-def pod(name: str, image: str, script: str, *, restart: str = "Never", memory: str = "128Mi",
-        labels: dict[str, str] | None = None, volumes: list[dict[str, Any]] | None = None,
-        mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def pod(
+    name: str,
+    image: str,
+    script: str,
+    *,
+    restart: str = "Never",
+    memory: str = "128Mi",
+    labels: dict[str, str] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A single-container pod running ``python3 -c script``."""
     container: dict[str, Any] = {
         "name": "main",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-u", "-c", script],
-        "resources": {"limits": {"memory": memory, "cpu": "500m"},
-                      "requests": {"memory": "32Mi", "cpu": "10m"}},
+        "resources": {
+            "limits": {"memory": memory, "cpu": "500m"},
+            "requests": {"memory": "32Mi", "cpu": "10m"},
+        },
     }
     if mounts:
         container["volumeMounts"] = mounts
-    spec: dict[str, Any] = {"restartPolicy": restart, "containers": [container],
-                            "terminationGracePeriodSeconds": 1}
+    spec: dict[str, Any] = {
+        "restartPolicy": restart,
+        "containers": [container],
+        "terminationGracePeriodSeconds": 1,
+    }
     if volumes:
         spec["volumes"] = volumes
     metadata = {"name": name, "labels": labels or {}}
@@ -51,14 +64,22 @@ def finished(ns: Kubectl, name: str) -> str | None:
 def test_node_is_ready(kubectl: Kubectl) -> None:
     nodes = kubectl.get("nodes")["items"]
     assert nodes, "the cluster has no node"
-    ready = [n["metadata"]["name"] for n in nodes
-             if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])]
+    ready = [
+        n["metadata"]["name"]
+        for n in nodes
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    ]
     assert ready, f"no Ready node among {[n['metadata']['name'] for n in nodes]}"
 
 
 def test_pod_from_base_image_runs_with_logs_and_exec(namespace: Kubectl, base_image: str) -> None:
-    namespace.apply(pod("hello", base_image, "import sys, time; print('hello from', sys.version.split()[0]); "
-                                             "time.sleep(600)"))
+    namespace.apply(
+        pod(
+            "hello",
+            base_image,
+            "import sys, time; print('hello from', sys.version.split()[0]); time.sleep(600)",
+        )
+    )
     wait_until(lambda: phase(namespace, "hello") == "Running", 90, "pod hello Running")
     wait_until(lambda: "hello from 3." in namespace.logs("hello"), 30, "the pod's log line")
     out = namespace.run("exec", "hello", "--", "python3", "-c", "print(6 * 7)")
@@ -81,8 +102,10 @@ def test_pod_over_memory_limit_is_oomkilled(namespace: Kubectl, base_image: str)
 
 def test_crash_loop_reports_termination_message(namespace: Kubectl, base_image: str) -> None:
     message = "poet-e2e: giving up on purpose"
-    script = (f"open('/dev/termination-log', 'w').write({message!r}); "
-              "import sys; print('crashing', flush=True); sys.exit(1)")
+    script = (
+        f"open('/dev/termination-log', 'w').write({message!r}); "
+        "import sys; print('crashing', flush=True); sys.exit(1)"
+    )
     namespace.apply(pod("crasher", base_image, script, restart="Always"))
 
     def crash_looping() -> dict[str, Any] | None:
@@ -100,11 +123,19 @@ def test_crash_loop_reports_termination_message(namespace: Kubectl, base_image: 
 def test_configmap_volume_mounts(namespace: Kubectl, base_image: str) -> None:
     payload = {"window": 512, "features": ["a", "b"]}
     namespace.apply(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
-         "data": {"settings.json": json.dumps(payload)}},
-        pod("reader", base_image, "print(open('/etc/settings/settings.json').read())",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"settings.json": json.dumps(payload)},
+        },
+        pod(
+            "reader",
+            base_image,
+            "print(open('/etc/settings/settings.json').read())",
             volumes=[{"name": "settings", "configMap": {"name": "settings"}}],
-            mounts=[{"name": "settings", "mountPath": "/etc/settings", "readOnly": True}]),
+            mounts=[{"name": "settings", "mountPath": "/etc/settings", "readOnly": True}],
+        ),
     )
     assert wait_until(lambda: finished(namespace, "reader"), 90, "pod reader finished") == "Succeeded"
     assert json.loads(namespace.logs("reader")) == payload
@@ -122,8 +153,12 @@ def test_service_routes_to_pod(namespace: Kubectl, base_image: str) -> None:
     )
     namespace.apply(
         pod("web", base_image, server, restart="Always", labels={"app": "web"}),
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        },
     )
     wait_until(lambda: phase(namespace, "web") == "Running", 90, "pod web Running")
     cluster_ip = namespace.get("service", "web")["spec"]["clusterIP"]

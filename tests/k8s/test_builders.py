@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from poet_operator.k8s.builders import BuildError
 from poet_operator.spec import MonitorSpec
 
 from monitor_runtime.contract import CODE_FILE, MANIFEST_FILE, write_version_dir
+from monitor_runtime.reference_npz import EncodedReference, decode_reference, encode_reference
 
 K8S_VERSION = "1.37"  # the newest schemas kubernetes-validate ships
 NAME, NAMESPACE, UID = "credit-monitor", "ml", "6f1c1f2e-3a7b-4c55-9d0e-1d2f3a4b5c6d"
@@ -567,46 +567,58 @@ def test_service_selects_every_pod_of_the_monitor_on_port_8080() -> None:
 # --- the reference ConfigMap -------------------------------------------------------------------------------
 
 
-def npz_bytes(rows: int) -> bytes:
-    buffer = io.BytesIO()
+def reference_archive(rows: int, text_chars: int = 8) -> EncodedReference:
+    """A reference archive as a runtime serves it (GET /v1/reference), with its content fingerprint."""
     rng = np.random.default_rng(7)
-    np.savez(buffer, age=rng.normal(40, 10, rows), income=rng.lognormal(10, 1, rows))
-    return buffer.getvalue()
+    ids = rng.integers(0, 2 ** min(4 * text_chars, 62), rows, dtype=np.int64)
+    return encode_reference(
+        {
+            "age": rng.normal(40, 10, rows),
+            "merchant": np.char.mod(f"%0{text_chars}x", ids).astype(object),
+        }
+    )
 
 
 def test_reference_configmap_holds_the_npz_as_binary_data() -> None:
-    data = npz_bytes(500)
-    digest = hashlib.sha256(data).hexdigest()
-    cm = builders.reference_configmap(MONITOR, data, digest)
+    archive = reference_archive(500)
+    cm = builders.reference_configmap(MONITOR, archive.npz, archive.sha256)
     validate(cm)
     assert cm["apiVersion"] == "v1" and cm["kind"] == "ConfigMap"
     meta = cm["metadata"]
     assert (meta["name"], meta["namespace"]) == ("credit-monitor-reference", NAMESPACE)
     assert meta["labels"] == COMMON_LABELS
-    assert meta["annotations"] == {"poet.dev/reference-sha256": digest}
+    assert meta["annotations"] == {"poet.dev/reference-sha256": archive.sha256}
     assert meta["ownerReferences"] == [OWNER]
     assert "data" not in cm and "immutable" not in cm  # a new upload replaces it in place
     assert list(cm["binaryData"]) == ["reference.npz"]
     decoded = base64.b64decode(cm["binaryData"]["reference.npz"], validate=True)
-    assert decoded == data
-    with np.load(io.BytesIO(decoded), allow_pickle=False) as loaded:
-        assert sorted(loaded.files) == ["age", "income"] and loaded["age"].shape == (500,)
+    assert decoded == archive.npz
+    columns = decode_reference(decoded)
+    assert sorted(columns) == ["age", "merchant"] and columns["age"].shape == (500,)
 
 
 def test_reference_configmap_refuses_more_than_900_kib_encoded() -> None:
     limit = 900 * 1024
-    fits = b"\x00" * (limit // 4 * 3)  # base64: exactly the limit
-    assert len(base64.b64encode(fits)) == limit
-    builders.reference_configmap(MONITOR, fits, hashlib.sha256(fits).hexdigest())
-    over = fits + b"\x00"
+    fits = reference_archive(20_000)
+    assert len(base64.b64encode(fits.npz)) < limit
+    builders.reference_configmap(MONITOR, fits.npz, fits.sha256)
+    over = reference_archive(40_000, text_chars=16)
+    assert len(base64.b64encode(over.npz)) > limit
     with pytest.raises(BuildError, match=r"a ConfigMap holds at most 1 MiB.*smaller reference sample"):
-        builders.reference_configmap(MONITOR, over, hashlib.sha256(over).hexdigest())
+        builders.reference_configmap(MONITOR, over.npz, over.sha256)
 
 
-def test_reference_configmap_checks_the_digest() -> None:
-    data = npz_bytes(50)
-    with pytest.raises(BuildError, match=r"sha256"):
-        builders.reference_configmap(MONITOR, data, "0" * 64)
+def test_reference_configmap_checks_the_content_fingerprint_not_the_bytes() -> None:
+    archive = reference_archive(50)
+    # The runtime's fingerprint names the content; a digest of the zip bytes is not it.
+    assert archive.sha256 != hashlib.sha256(archive.npz).hexdigest()
+    with pytest.raises(BuildError, match=r"content fingerprint is [0-9a-f]{64}, not 0{64}"):
+        builders.reference_configmap(MONITOR, archive.npz, "0" * 64)
+    with pytest.raises(BuildError, match=r"not one a runtime can load: reference is not a readable npz"):
+        builders.reference_configmap(MONITOR, b"abc", hashlib.sha256(b"abc").hexdigest())
+
+
+ARCHIVE = reference_archive(40)
 
 
 # --- the lessons ConfigMap ---------------------------------------------------------------------------------
@@ -666,7 +678,7 @@ def test_a_served_object_with_defaults_is_up_to_date() -> None:
     for desired in (
         builders.runtime_deployment(MONITOR, spec_of(), 3, "stable", IMAGE),
         builders.runtime_service(MONITOR),
-        builders.reference_configmap(MONITOR, b"abc", hashlib.sha256(b"abc").hexdigest()),
+        builders.reference_configmap(MONITOR, ARCHIVE.npz, ARCHIVE.sha256),
     ):
         assert builders.is_up_to_date(as_served(desired), desired)
 
@@ -714,8 +726,9 @@ def test_each_owned_change_is_seen() -> None:
     )
     assert not builders.is_up_to_date(served, no_cpu_limit)
     # A new reference upload is a change too.
-    ref = builders.reference_configmap(MONITOR, b"abc", hashlib.sha256(b"abc").hexdigest())
-    newer = builders.reference_configmap(MONITOR, b"abcd", hashlib.sha256(b"abcd").hexdigest())
+    ref = builders.reference_configmap(MONITOR, ARCHIVE.npz, ARCHIVE.sha256)
+    newer_archive = reference_archive(60)
+    newer = builders.reference_configmap(MONITOR, newer_archive.npz, newer_archive.sha256)
     assert not builders.is_up_to_date(as_served(ref), newer)
 
 

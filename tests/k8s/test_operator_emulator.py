@@ -12,10 +12,12 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from poet_operator.k8s.api import core_path
 from poet_operator.rollout.machine import Policy
 
+from monitor_runtime.reference_npz import encode_reference
 from tests.k8s.emulator import EmulatedCluster, running_emulator
 from tests.k8s.operator_harness import NS, OPERATOR_NS, TEST_AGENT, Kubelet, OperatorProcess, eventually
 
@@ -314,18 +316,18 @@ def test_the_canary_gets_the_stable_reference_and_new_pods_find_it_stored(
     spec = {**SPEC, "rollout": {**SPEC["rollout"], "canaryAnalysisSeconds": 3600}}
     running_monitor(kubelet, spec=spec)
     stable_pod = kubelet.pods("credit", "stable")[0]["metadata"]["name"]
-    reference = b"PK-reference-npz-bytes-of-the-stable-pod"
+    encoded = encode_reference({"income": np.arange(100.0), "region": np.array(["north", "south"] * 50)})
+    reference = encoded.npz
     kubelet.references[stable_pod] = reference
     kubelet.sync("credit")  # a pod event: the operator looks again and sees the stable pod's reference
     stored = eventually(
         lambda: kubelet.get(core_path(NS, "configmaps", "credit-reference")), what="the stored reference"
     )
     import base64
-    import hashlib
 
     assert base64.b64decode(stored["binaryData"]["reference.npz"]) == reference
-    sha = stored["metadata"]["annotations"]["poet.dev/reference-sha256"]
-    assert sha == hashlib.sha256(reference).hexdigest()
+    # The fingerprint the runtime reports is of the content, and the stored archive decodes to it.
+    assert stored["metadata"]["annotations"]["poet.dev/reference-sha256"] == encoded.sha256
     kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/regenerate": "true"}}})
     eventually(lambda: kubelet.deployment("credit-canary"), what="the canary Deployment")
     kubelet.sync("credit")

@@ -23,7 +23,6 @@ ingestion for the whole start-up of the new version.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from monitor_runtime import reference_npz
 from monitor_runtime.contract import CODE_FILE, CONTRACT, MANIFEST_FILE, VersionManifest, code_sha256
 from poet_operator.spec import API_VERSION, KIND, MonitorSpec, parse_quantity
 
@@ -283,19 +283,24 @@ def version_configmap(
 
 
 def reference_configmap(monitor: Mapping[str, Any], npz_bytes: bytes, sha256: str) -> dict[str, Any]:
-    """The ConfigMap `NAME-reference` holding the uploaded reference as binaryData `reference.npz`."""
+    """The ConfigMap `NAME-reference` holding the uploaded reference as binaryData `reference.npz`.
+
+    `sha256` is the content fingerprint the runtime reported for it; the archive must decode to exactly that
+    content, so a pod that mounts it later loads what the stable pod held.
+    """
     name, _ = _identity(monitor)
-    actual = hashlib.sha256(npz_bytes).hexdigest()
-    if actual != sha256:
-        raise BuildError(
-            f"the reference's sha256 is {actual}, not the {sha256} given; pass the digest of these bytes"
-        )
     encoded = base64.b64encode(npz_bytes).decode("ascii")
     _check_payload_size(
         f"the reference of {name} ({len(npz_bytes)} bytes of npz)",
         len(encoded),
         "upload a smaller reference sample (fewer rows, or only the monitored columns)",
     )
+    try:
+        actual = reference_npz.archive_fingerprint(npz_bytes)
+    except ValueError as exc:
+        raise BuildError(f"the reference archive is not one a runtime can load: {exc}") from None
+    if actual != sha256:
+        raise BuildError(f"the reference's content fingerprint is {actual}, not {sha256} as its pod reported")
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -203,6 +203,11 @@ def post(http: ApiHttp, path: str, body: str) -> tuple[int, dict[str, Any]]:
         return code, {"raw": answer[:300].decode(errors="replace")}
 
 
+def runtime_report(http: ApiHttp, namespace: str, pod: str) -> dict[str, Any]:
+    code, body = http.request("GET", ApiHttp.pod_proxy(namespace, pod, "/v1/report"))
+    return json.loads(body) if code == 200 else {"reference": {}, "http_status": code}
+
+
 def credit_data(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict[str, np.ndarray]:
     return {
         "income": np.round(rng.normal(50_000 * (1 + shift), 12_000, n), 2),
@@ -435,6 +440,17 @@ def test_a_monitor_killed_for_memory_is_regenerated_canaried_and_promoted(
     assert "'storage': 'reservoir'" in code_v2 and "'size': 200000" in code_v2
     # Version 2 takes the same stream that killed version 1 (sent to its pod directly) and survives it.
     canary = wait_until(lambda: ready_pod(namespace, "payments", "canary", 2), 120, "a Ready canary pod")
+    # The canary judges against the stable pod's reference, handed over as npz and kept for restarts.
+    stable_sha = runtime_report(http, ns, ready_pod(namespace, "payments", "stable") or "")["reference"][
+        "sha256"
+    ]
+    wait_until(
+        lambda: runtime_report(http, ns, canary)["reference"]["sha256"] == stable_sha,
+        60,
+        "the canary's reference",
+    )
+    kept = namespace.get("configmap", "payments-reference")["metadata"]["annotations"]
+    assert kept["poet.dev/reference-sha256"] == stable_sha
     feed(
         http,
         ApiHttp.pod_proxy(ns, canary, "/v1/batches"),
@@ -549,7 +565,7 @@ def test_the_schema_refuses_a_bad_spec_and_the_operator_explains_one_it_cannot_r
     with pytest.raises(KubectlError) as refused:
         namespace.apply(model_monitor("credit", bad_window))
     message = str(refused.value)
-    assert 'ModelMonitor.poet.dev "credit" is invalid' in message
+    assert 'The ModelMonitor "credit" is invalid: spec.window' in message
     assert "size is below minSize; raise size or lower minSize" in message
     with pytest.raises(KubectlError) as refused:
         namespace.apply(model_monitor("credit", {**CREDIT_SPEC, "optimizeFor": "speed"}))

@@ -77,6 +77,7 @@ class Effects:
         self._event_seq = 0
         self._reference_warned: dict[Key, str] = {}
         self._lessons_recorded: set[tuple[str, str, int]] = set()
+        self._forbidden_said: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
     # -- generation bookkeeping ------------------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class Effects:
         for task in self._tasks.pop(key, {}).values():
             task.cancel()
         self._outcomes.pop(key, None)
+        self._forbidden_said.pop(key, None)
 
     async def cancel_generations(self) -> None:
         tasks = [t for per_key in self._tasks.values() for t in per_key.values()]
@@ -117,14 +119,24 @@ class Effects:
             except ApiError as exc:
                 log.warning("%s/%s: %s failed: %s", namespace, name, type(action).__name__, exc)
                 if exc.forbidden:
-                    await self._event(
-                        obj,
-                        "Warning",
-                        "Forbidden",
-                        f"the operator may not {exc.method} {exc.path}: {exc.message}; "
-                        "check the operator's ClusterRole (the chart's rbac values)",
-                    )
+                    await self._say_forbidden(obj, exc)
                 self.requeue(namespace, name, after=15.0)
+
+    async def _say_forbidden(self, obj: Mapping[str, Any], exc: ApiError) -> None:
+        """A refused call as a Warning Event, said once per refusal (the retries would repeat it)."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        said = self._forbidden_said.setdefault(key, set())
+        if (exc.method, exc.path) in said:
+            return
+        said.add((exc.method, exc.path))
+        await self._event(
+            obj,
+            "Warning",
+            "Forbidden",
+            f"the operator may not {exc.method} {exc.path}: {exc.message}; "
+            "check the operator's ClusterRole (the chart's rbac values)",
+        )
 
     async def _do(self, obj: Mapping[str, Any], observation: Observation, action: Any) -> None:
         meta = obj["metadata"]
@@ -248,9 +260,12 @@ class Effects:
         except ApiError as exc:
             # A transient API failure must not reject the version: the pending generation is redone later.
             log.warning("generation of %s/%s v%d interrupted: %s", namespace, name, action.version, exc)
+            if exc.forbidden:
+                await self._say_forbidden(obj, exc)
             self._tasks.get(key, {}).pop(action.version, None)
             self.requeue(namespace, name, after=10.0)
             return
+        self._forbidden_said.pop(key, None)  # allowed again: a later refusal is news
         self._outcomes[key] = outcome
         self._tasks.get(key, {}).pop(action.version, None)
         self.requeue(namespace, name)

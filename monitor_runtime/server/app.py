@@ -49,6 +49,9 @@ class Runtime:
         self.spec_kinds = _spec_kinds(spec)
         self.declared_features = _declared_names(spec)
         self.reference_kinds: dict[str, str] = {}
+        # Called after a new reference is in force; the runner checkpoints at once, so a container restarted
+        # soon after (killed for memory, say) resumes with the reference instead of waiting for another.
+        self.on_reference_changed: Callable[[], None] | None = None
         # Unknown column names accepted so far (capped by `max_unknown_columns`).
         self.unknown_columns: set[str] = set()
         self.last_batch_timestamp: str | float | None = None
@@ -153,6 +156,8 @@ class Runtime:
                 "signature": refused.get("signature"),
                 "message": refused.get("message"),
             }
+        if self.on_reference_changed is not None:
+            self.on_reference_changed()
         return 200, {
             "reference_rows": batch.n_rows,
             "columns": sorted(batch.columns),

@@ -193,7 +193,16 @@ class MonitorProcess:
         )
         if spec.get("allowUnknownFeatures", spec.get("allow_unknown_features", True)) is False:
             self.runtime.settings = replace(settings, unknown_columns="reject")
+        self.runtime.on_reference_changed = self._checkpoint_soon
+        self._pending_checkpoint: asyncio.Task[bool] | None = None
         self.app = build_app(self.runtime)
+
+    def _checkpoint_soon(self) -> None:
+        """A checkpoint now, in the background (one at a time), instead of at the next periodic one."""
+        if self.checkpoint_dir and (self._pending_checkpoint is None or self._pending_checkpoint.done()):
+            self._pending_checkpoint = asyncio.get_running_loop().create_task(
+                self.checkpoint(), name="poet-checkpoint-reference"
+            )
 
     # ------------------------------------------------------------ crash
 

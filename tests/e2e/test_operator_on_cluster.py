@@ -449,8 +449,17 @@ def test_a_monitor_killed_for_memory_is_regenerated_canaried_and_promoted(
         60,
         "the canary's reference",
     )
-    kept = namespace.get("configmap", "payments-reference")["metadata"]["annotations"]
-    assert kept["poet.dev/reference-sha256"] == stable_sha
+    assert stable_sha, "the stable pod holds no reference"
+
+    def kept() -> str | None:
+        names = namespace.run("get", "configmaps", "-o", "name").split()
+        if "configmap/payments-reference" not in names:
+            return None
+        return namespace.get("configmap", "payments-reference")["metadata"]["annotations"].get(
+            "poet.dev/reference-sha256"
+        )
+
+    assert wait_until(kept, 60, "the reference kept in payments-reference") == stable_sha
     feed(
         http,
         ApiHttp.pod_proxy(ns, canary, "/v1/batches"),

@@ -202,3 +202,25 @@ def test_sigterm_during_a_long_evaluation_exits_by_the_shutdown_deadline(
     events = [e for e in server.log_events() if e.get("event") == "runtime.shutdown_deadline"]
     assert len(events) == 1 and "abandoned" in events[0]["message"]
     assert not (server.checkpoint_dir / "checkpoint.pkl").exists()
+
+
+def test_a_new_reference_is_checkpointed_at_once_and_a_kill_right_after_keeps_it(
+    version_dir: Path, server_factory
+) -> None:
+    # A periodic checkpoint far away: only the reference itself can trigger the one this test needs.
+    env = {"POET_CHECKPOINT_INTERVAL_S": "3600"}
+    first = server_factory(version_dir, env=env)
+    first.wait_ready()
+    status, body = http("POST", first.url + "/v1/reference", columns_json(frame(800, 1)))
+    assert status == 200
+    sha = json.loads(body)["sha256"]
+    wait_until(
+        lambda: any(e["event"] == "checkpoint.saved" for e in first.log_events()),
+        what="a checkpoint after the reference",
+    )
+    first.signal(signal.SIGKILL)  # as the kernel does when memory runs out
+    first.wait_exit()
+
+    second = server_factory(version_dir, env=env)
+    second.wait_ready()
+    assert _report(second.url)["reference"]["sha256"] == sha

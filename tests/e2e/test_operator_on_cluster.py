@@ -506,7 +506,7 @@ def test_a_canary_that_dies_too_is_rolled_back_and_the_stable_version_keeps_serv
     ns = namespace.namespace or ""
     operator.forget_lessons()  # learned nothing yet: version 1 keeps its window exactly
     # Even half of this window cannot fit: version 2's bounded window still outgrows the limit.
-    spec = payments_spec(1_200_000, "256Mi", analysis=600, tolerance=0, budget=1)
+    spec = payments_spec(1_600_000, "160Mi", analysis=600, tolerance=0, budget=1)
     namespace.apply(model_monitor("payments", spec))
     wait_status(namespace, "payments", "Running v1", lambda s: s.get("phase") == "Running")
     code, answer = post(
@@ -529,7 +529,7 @@ def test_a_canary_that_dies_too_is_rolled_back_and_the_stable_version_keeps_serv
     def rolled_back() -> bool:
         return version_states(status(namespace, "payments")).get(2) == "rolled-back"
 
-    for _ in range(3):  # the stream, again if need be, to the canary alone, until the kernel kills it
+    for _ in range(4):  # the stream, again if need be, to the canary alone, until the kernel kills it
         feed(
             http,
             ApiHttp.pod_proxy(ns, canary, "/v1/batches"),

@@ -37,6 +37,17 @@ OptimizeFor = Literal["accuracy", "real_time", "cost"]
 WindowStrategy = Literal["fixed", "sliding", "adaptive"]
 WindowStorage = Literal["exact", "reservoir", "sketch"]
 FeatureType = Literal["continuous", "categorical", "auto"]
+DriftMethod = Literal["ks", "wasserstein", "psi", "js", "chi2", "kl"]
+# The feature types each method can measure (the drift engine's CONTINUOUS_METHODS and CATEGORICAL_METHODS).
+# A method for one type only needs that type declared: `auto` might infer the other one at run time.
+METHOD_TYPES: dict[str, tuple[str, ...]] = {
+    "ks": ("continuous",),
+    "wasserstein": ("continuous",),
+    "chi2": ("categorical",),
+    "kl": ("categorical",),
+    "psi": ("continuous", "categorical", "auto"),
+    "js": ("continuous", "categorical", "auto"),
+}
 
 # Window sizes chosen when the spec leaves `window.size` unset: accuracy wants more rows per test,
 # real_time wants small windows that answer fast, cost sits in between and keeps a sketch instead of rows.
@@ -325,6 +336,27 @@ class FeatureSpec(_SpecModel):
     )
     type: FeatureType = Field("auto", description="continuous, categorical or auto (inferred from the data)")
     importance: float = Field(1.0, gt=0, description="weight in the overall drift score (> 0)")
+    method: DriftMethod | SkipJsonSchema[None] = Field(
+        None,
+        description="effect size compared with its threshold: ks or wasserstein (continuous), chi2 or kl "
+        "(categorical), psi or js (either); default ks for continuous, chi2 for categorical",
+    )
+
+    @model_validator(mode="after")
+    def _method_fits_type(self) -> FeatureSpec:
+        kinds = METHOD_TYPES.get(self.method or "", ("continuous", "categorical", "auto"))
+        if self.type not in kinds:
+            kind = kinds[0]
+            if self.type == "auto":
+                fix = f"declare type: {kind}, or use psi or js (they measure either type)"
+            else:
+                fitting = ", ".join(m for m, k in METHOD_TYPES.items() if self.type in k)
+                fix = f"use a method for {self.type} features ({fitting}) or declare type: {kind}"
+            raise ValueError(
+                f"method {self.method} measures only {kind} features, and this one is {self.type}"
+                f"{' (inferred at run time)' if self.type == 'auto' else ''}; {fix}"
+            )
+        return self
 
 
 class PredictionSpec(_SpecModel):
@@ -773,8 +805,11 @@ class MonitorSpec(_SpecModel):
         return self.window.resolved(self.optimize_for)
 
     def feature_map(self) -> dict[str, dict[str, Any]]:
-        """Declared features as the drift engine's `features` argument: {name: {type, importance}}."""
-        return {f.name: {"type": f.type, "importance": f.importance} for f in self.features}
+        """Declared features as the drift engine's `features` argument: {name: {type, importance[, method]}}."""
+        return {
+            f.name: {"type": f.type, "importance": f.importance, **({"method": f.method} if f.method else {})}
+            for f in self.features
+        }
 
 
 class ObjectMeta(BaseModel):

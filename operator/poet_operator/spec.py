@@ -805,7 +805,7 @@ class MonitorSpec(_SpecModel):
         return self.window.resolved(self.optimize_for)
 
     def feature_map(self) -> dict[str, dict[str, Any]]:
-        """Declared features as the drift engine's `features` argument: {name: {type, importance[, method]}}."""
+        """Declared features as the drift engine's `features`: {name: {type, importance, method?}}."""
         return {
             f.name: {"type": f.type, "importance": f.importance, **({"method": f.method} if f.method else {})}
             for f in self.features

@@ -551,7 +551,9 @@ def serve(
             error=failure.record.get("message"),
             termination_log=termination_log,
             bytes=len(data),
-            traceback=failure.record.get("traceback"),
+            # A refused version (a file missing or unreadable, a wrong hash) is explained by its message;
+            # the traceback would only show the runtime's own frames. Generated code's failures keep it.
+            traceback=None if _refused_version(failure.record) else failure.record.get("traceback"),
         )
         _say(f"cannot load the version in {code_dir}: {failure.record.get('message')}")
         return EXIT_LOAD
@@ -578,6 +580,11 @@ def serve(
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def _refused_version(record: Mapping[str, Any]) -> bool:
+    signature = record.get("signature") or {}
+    return isinstance(signature, Mapping) and signature.get("exception") == "ContractError"
 
 
 def _say(message: str) -> None:

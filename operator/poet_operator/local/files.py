@@ -71,9 +71,10 @@ def text_file_problem(data: bytes, kind: str) -> str | None:
     (a CSV parser would otherwise blame a quote or print the bytes back).
     """
     if not data or data.isspace():
-        return "the file is empty; it needs a header line and at least one row" if kind != "jsonl" else (
-            "the file is empty; it needs at least one JSON object per line"
+        needs = (
+            "at least one JSON object per line" if kind == "jsonl" else "a header line and at least one row"
         )
+        return f"the file is empty; it needs {needs}"
     for magic, what in _MAGIC:
         if data.startswith(magic):
             return f"not a {kind.upper()} text file: it holds {what}"

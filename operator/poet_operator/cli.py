@@ -18,7 +18,10 @@ EXIT_INTERRUPTED = 130  # likewise for SIGINT
 def build_parser() -> argparse.ArgumentParser:
     """The `poetmon` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="poetmon", description="poet-monitor: self-healing ML drift monitors."
+        prog="poetmon",
+        description="poet-monitor: self-healing ML drift monitors.",
+        epilog="Every command exits with 141 and one line on stderr when its standard output is closed "
+        "early (e.g. `| head -1`), and with 130 on Ctrl-C.",
     )
     parser.add_argument("--version", action="version", version=f"poetmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -14,8 +14,12 @@ MAX_FEATURE_RECOMMENDATIONS = 5
 
 
 def overall(features: dict[str, dict[str, Any]], critical_score: float = CRITICAL_SCORE) -> tuple[float, str]:
-    """Importance-weighted mean severity (0..1) and health: good | warning | critical."""
-    scored = [f for f in features.values() if f["status"] not in ("new_feature", "missing_feature")]
+    """Importance-weighted mean severity (0..1) and health: good | warning | critical.
+
+    A feature absent from the batch (`missing_feature`) is scored like any other, at the severity its entry
+    carries (1 when the batch has rows); a new column is not scored: the reference says nothing about it.
+    """
+    scored = [f for f in features.values() if f["status"] != "new_feature"]
     total = sum(f["importance"] for f in scored)
     score = sum(f["importance"] * f["severity"] for f in scored) / total if total > 0 else 0.0
     drifted_weight = sum(f["importance"] for f in scored if f["drift_detected"])
@@ -88,7 +92,10 @@ def recommendations(
     if new:
         recs.append(f"New features not in the reference: {', '.join(new)}; add them to the reference.")
     if gone:
-        recs.append(f"Reference features missing from the batch: {', '.join(gone)}; check the producer.")
+        recs.append(
+            f"Reference features absent from the batch: {', '.join(gone)}; the model gets no values for "
+            "them: check the producer for a renamed or dropped column."
+        )
     low = [
         n
         for n, f in features.items()
@@ -100,7 +107,13 @@ def recommendations(
             f"Few rows behind {len(low)} verdicts (e.g. '{low[0]}'): "
             "use a larger window for confident results."
         )
-    if health == "critical":
+    absent_only = bool(drifted) and all(features[n]["status"] == "missing_feature" for n in drifted)
+    if health == "critical" and absent_only:
+        recs.append(
+            f"Retraining is not the remedy: the drift score ({score:.2f}) comes from features absent from "
+            "the batch; restore them upstream first."
+        )
+    elif health == "critical":
         recs.append(
             f"Retraining is warranted: {len(drifted)} features drifted (drift score {score:.2f}); first rule "
             "out data-quality causes above, then retrain on recent data and refresh the reference."

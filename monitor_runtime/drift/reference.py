@@ -283,13 +283,14 @@ class Reference:
                 "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i]), float(conf[i])),
                 "details": _json_details(details),
             }
+        batch_rows = max((c.n for c in columns.values()), default=0)
         for name, prep in self._features.items():
             if name not in columns:
-                result[name] = _schema_entry(name, prep.data_type, self._importance.get(name, 1.0), "missing")
+                result[name] = _absent_entry(name, prep, self._importance.get(name, 1.0), batch_rows)
         for name in columns:
             if name not in self._features:
-                result[name] = _schema_entry(name, "unknown", self._importance.get(name, 1.0), "new")
-        drifted_names = [n for n in names if result[n]["drift_detected"]]
+                result[name] = _new_entry(name, self._importance.get(name, 1.0))
+        drifted_names = [n for n in result if result[n]["drift_detected"]]
         score, health = overall(result, self.critical_score)
         return {
             "features": result,
@@ -379,20 +380,47 @@ def _reason(o: Outcome, dist_drift: bool, miss_drift: bool, conf: float) -> str 
     return None
 
 
-def _schema_entry(name: str, data_type: str, importance: float, which: str) -> dict[str, Any]:
-    status = "missing_feature" if which == "missing" else "new_feature"
-    reason = (
-        f"'{name}' is in the reference but not in the current batch"
-        if which == "missing"
-        else f"'{name}' is in the current batch but not in the reference"
-    )
+def _absent_entry(name: str, prep: Any, importance: float, batch_rows: int) -> dict[str, Any]:
+    """A reference feature with no column in the batch: every one of its values is missing.
+
+    That is a finding, not a zero: drifted at full severity, so its importance counts in the overall score
+    (a renamed or dropped column feeds the model nothing for that feature). Only a batch without any
+    rows says nothing, and then the feature is reported but not counted as drifted.
+    """
+    judged = batch_rows > 0
+    return {
+        "drift_detected": judged,
+        "score": None,
+        "p_value": None,
+        "p_value_adjusted": None,
+        "method": "none",
+        "data_type": prep.data_type,
+        "threshold": None,
+        "effect_size": None,
+        "severity": 1.0 if judged else 0.0,
+        # The absence is certain, however few rows the batch holds.
+        "confidence": 1.0 if judged else 0.0,
+        "importance": importance,
+        "n_reference": int(prep.n_total),
+        "n_current": 0,
+        "missing_rate": 1.0 if judged else 0.0,
+        "missing_rate_reference": float(prep.n_unusable / prep.n_total) if prep.n_total else 0.0,
+        "status": "missing_feature",
+        "reason": f"absent from the current data: '{name}' is in the reference but the batch has no such "
+        "column (renamed or dropped upstream?)",
+        "details": {"distribution_drift": False, "absent": True},
+    }
+
+
+def _new_entry(name: str, importance: float) -> dict[str, Any]:
+    """A column the reference does not have: reported as a schema change, not judged."""
     return {
         "drift_detected": False,
         "score": None,
         "p_value": None,
         "p_value_adjusted": None,
         "method": "none",
-        "data_type": data_type,
+        "data_type": "unknown",
         "threshold": None,
         "effect_size": None,
         "severity": 0.0,
@@ -402,8 +430,8 @@ def _schema_entry(name: str, data_type: str, importance: float, which: str) -> d
         "n_current": 0,
         "missing_rate": 0.0,
         "missing_rate_reference": 0.0,
-        "status": status,
-        "reason": reason,
+        "status": "new_feature",
+        "reason": f"'{name}' is in the current batch but not in the reference",
         "details": {},
     }
 

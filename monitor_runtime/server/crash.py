@@ -217,9 +217,27 @@ def _longest_leaf(node: Any, path: tuple, protected: set[str]) -> tuple | None:
     return best
 
 
-def write_termination_message(path: str | os.PathLike[str], record: Mapping[str, Any]) -> bytes:
-    """Write the record (<= 4096 bytes) to the termination-message path; return what was written."""
+#: Where Kubernetes reads a container's termination message by default.
+POD_TERMINATION_LOG = "/dev/termination-log"
+
+
+def termination_log_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The termination-message file to write: the one asked for, else the pod default inside a pod.
+
+    Kubernetes sets KUBERNETES_SERVICE_HOST in every container; outside one, `/dev/termination-log` is
+    nobody's file (run as root, the runtime would create it), so the record is only logged.
+    """
+    if explicit:
+        return explicit
+    env = os.environ if environ is None else environ
+    return POD_TERMINATION_LOG if env.get("KUBERNETES_SERVICE_HOST") else None
+
+
+def write_termination_message(path: str | os.PathLike[str] | None, record: Mapping[str, Any]) -> bytes:
+    """Write the record (<= 4096 bytes) to the termination-message path, if any; return its bytes."""
     data = encode_record(record)
+    if path is None:
+        return data
     target = Path(path)
     # The termination log is best effort: a missing mount must not hide the crash itself (it is logged).
     with contextlib.suppress(OSError):

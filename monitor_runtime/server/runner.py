@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from monitor_runtime.server.crash import (
     exception_signature,
     feedback_record,
     format_traceback,
+    termination_log_path,
     write_termination_message,
 )
 from monitor_runtime.server.evaluator import (
@@ -40,6 +43,21 @@ from monitor_runtime.server.settings import RuntimeSettings
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_LOAD = 2
+
+
+class ListenError(Exception):
+    """The HTTP server could not listen on host:port (a port in use, a privileged port, an unknown host)."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        if isinstance(error, socket.gaierror):
+            reason = f"the host name does not resolve ({error.strerror}); give an address such as 127.0.0.1"
+        else:
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        if error.errno == errno.EADDRINUSE:
+            reason += "; another process listens there: stop it or choose another --port"
+        elif error.errno == errno.EACCES:
+            reason += "; ports below 1024 need privileges: choose a port above 1023"
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
 
 
 class LoadFailure(Exception):
@@ -141,7 +159,7 @@ class MonitorProcess:
         settings: RuntimeSettings,
         log: JsonLogger,
         checkpoint_dir: str | None,
-        termination_log: str,
+        termination_log: str | None,
         reference_file: str | None = None,
     ) -> None:
         self.settings = settings
@@ -216,6 +234,8 @@ class MonitorProcess:
             bytes=len(data),
             signature=record.get("signature"),
             reason=record.get("message"),
+            # Without a termination log the log line is the record's only copy.
+            **({} if self.termination_log else {"record": record}),
         )
         self.log.poet_event(
             "runtime.crashed", signature=record.get("signature"), version=record.get("version")
@@ -386,7 +406,11 @@ class MonitorProcess:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ListenError(host, port, exc) from None
         addresses = self._runner.addresses
         bound_port = int(addresses[0][1]) if addresses else port
         self.evaluator.start()
@@ -490,11 +514,17 @@ def serve(
     host: str = "0.0.0.0",
     port: int = 8080,
     checkpoint_dir: str | None = None,
-    termination_log: str = "/dev/termination-log",
+    termination_log: str | None = None,
     reference_file: str | None = None,
 ) -> int:
-    """`poetmon serve`: run one monitor version until told to stop; the process exit code."""
+    """`poetmon serve`: run one monitor version until told to stop; the process exit code.
+
+    `termination_log` None means the pod default inside a pod and no file elsewhere (`termination_log_path`).
+    A version that cannot load or an address that cannot be bound ends the process with EXIT_LOAD and one
+    line on stderr, besides the JSON log on stdout.
+    """
     log = JsonLogger()
+    termination_log = termination_log_path(termination_log)
     try:
         settings = RuntimeSettings.from_env()
     except ValueError as exc:
@@ -507,6 +537,7 @@ def serve(
         )
         write_termination_message(termination_log, record)
         log("runtime.bad_settings", level="error", error=str(exc))
+        _say(f"invalid settings: {exc}")
         return EXIT_LOAD
     checkpoint_dir = checkpoint_dir or os.environ.get("POET_CHECKPOINT_DIR") or None
     try:
@@ -520,8 +551,11 @@ def serve(
             error=failure.record.get("message"),
             termination_log=termination_log,
             bytes=len(data),
-            traceback=failure.record.get("traceback"),
+            # A refused version (a file missing or unreadable, a wrong hash) is explained by its message;
+            # the traceback would only show the runtime's own frames. Generated code's failures keep it.
+            traceback=None if _refused_version(failure.record) else failure.record.get("traceback"),
         )
+        _say(f"cannot load the version in {code_dir}: {failure.record.get('message')}")
         return EXIT_LOAD
     proc = MonitorProcess(
         manifest,
@@ -533,7 +567,14 @@ def serve(
         termination_log=termination_log,
         reference_file=reference_file,
     )
-    code = asyncio.run(proc.run(host, port))
+    try:
+        code = asyncio.run(proc.run(host, port))
+    except ListenError as exc:
+        # Nothing in the version is at fault, so no feedback record: the operator must not regenerate it.
+        host_.close()
+        log("runtime.listen_failed", level="error", host=host, port=port, error=str(exc))
+        _say(str(exc))
+        return EXIT_LOAD
     if host_.stuck:
         # The abandoned worker thread would keep the interpreter from exiting; the record is written.
         sys.stdout.flush()
@@ -541,4 +582,15 @@ def serve(
     return code
 
 
-__all__ = ["LoadFailure", "MonitorProcess", "load_monitor", "read_spec_file", "serve"]
+def _refused_version(record: Mapping[str, Any]) -> bool:
+    signature = record.get("signature") or {}
+    return isinstance(signature, Mapping) and signature.get("exception") == "ContractError"
+
+
+def _say(message: str) -> None:
+    """One line for a person at a terminal (stdout carries the JSON log)."""
+    line = " ".join(message.split())  # one line, whatever the exception's text holds
+    print(f"poetmon serve: {line}", file=sys.stderr, flush=True)
+
+
+__all__ = ["ListenError", "LoadFailure", "MonitorProcess", "load_monitor", "read_spec_file", "serve"]

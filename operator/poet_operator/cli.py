@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from poet_operator import __version__
+
+#: Exit statuses of the command line itself (each command documents its own).
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE
+EXIT_INTERRUPTED = 130  # likewise for SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `poetmon` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="poetmon", description="poet-monitor: self-healing ML drift monitors."
+        prog="poetmon",
+        description="poet-monitor: self-healing ML drift monitors.",
+        epilog="Every command exits with 141 and one line on stderr when its standard output is closed "
+        "early (e.g. `| head -1`), and with 130 on Ctrl-C.",
     )
     parser.add_argument("--version", action="version", version=f"poetmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="detect drift on the bundled example and print the report")
-    demo.add_argument("--format", choices=["table", "json", "html"], default="table")
+    demo.add_argument(
+        "--format", choices=["table", "json", "html"], default="table", help="report format (default: table)"
+    )
 
     gen = sub.add_parser("generate", help="generate a monitor version directory from a spec")
     gen.add_argument("-f", "--file", required=True, help="ModelMonitor manifest or bare spec (YAML)")
@@ -36,12 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
     enf.add_argument("directory")
     enf.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    serve = sub.add_parser("serve", help="run the monitor runtime HTTP server over a version directory")
-    serve.add_argument("--code-dir", required=True)
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--checkpoint-dir", default=None)
-    serve.add_argument("--termination-log", default="/dev/termination-log")
+    serve = sub.add_parser(
+        "serve",
+        help="run the monitor runtime HTTP server over a version directory",
+        description="Run the monitor runtime HTTP server over a version directory (what each monitor pod "
+        "runs). One line on stderr and exit status 2 when the version cannot be loaded or the address "
+        "cannot be bound.",
+    )
+    serve.add_argument(
+        "--code-dir", required=True, help="version directory holding monitor.py and manifest.json (required)"
+    )
+    serve.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address to listen on (default: 0.0.0.0, every interface, so other machines can reach it; "
+        "127.0.0.1 keeps it to this machine)",
+    )
+    serve.add_argument("--port", type=int, default=8080, help="TCP port to listen on (default: 8080)")
+    serve.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="directory for periodic checkpoints, resumed from at start "
+        "(default: $POET_CHECKPOINT_DIR, else none: no checkpoints)",
+    )
+    serve.add_argument(
+        "--termination-log",
+        default=None,
+        metavar="PATH",
+        help="file the crash feedback record is written to (default: /dev/termination-log inside a "
+        "Kubernetes pod, i.e. when $KUBERNETES_SERVICE_HOST is set; elsewhere none: the record is only "
+        "logged)",
+    )
     serve.add_argument(
         "--reference-file",
         default=None,
@@ -85,10 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     crd.add_argument("--docs", action="store_true", help="the spec reference page (Markdown) instead")
 
     run = sub.add_parser("run", help="generate, enforce and run a monitor once over files")
-    run.add_argument("-f", "--file", required=True)
-    run.add_argument("--reference", required=True)
-    run.add_argument("--current", required=True)
-    run.add_argument("--format", choices=["table", "json", "html"], default="table")
+    run.add_argument(
+        "-f", "--file", required=True, help="ModelMonitor manifest or bare spec (YAML; required)"
+    )
+    run.add_argument(
+        "--reference",
+        required=True,
+        help="reference data: .csv, .tsv, .jsonl or .parquet (required)",
+    )
+    run.add_argument(
+        "--current",
+        required=True,
+        help="current data compared with the reference as one batch, same formats (required)",
+    )
+    run.add_argument(
+        "--format",
+        choices=["table", "json", "html"],
+        default="table",
+        help="report format on standard output (default: table)",
+    )
 
     dev = sub.add_parser(
         "dev",
@@ -168,7 +219,7 @@ def kubectl_poet(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return _run_cluster_command(args)
+    return run_guarded(f"kubectl poet {args.command}", _run_cluster_command, args)
 
 
 # -- end of the cluster commands ---------------------------------------------------------------------------
@@ -178,6 +229,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `poetmon` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_guarded(f"poetmon {args.command}" if args.command else "poetmon", _dispatch, parser, args)
+
+
+def run_guarded(prog: str, command: Callable[..., int], *args: Any) -> int:
+    """Run a command; a closed output pipe or Ctrl-C ends it with one line on stderr, not a traceback."""
+    try:
+        code = command(*args)
+        # Flushed here, not at interpreter exit, so a closed pipe is reported below and not as a traceback.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `poetmon ... | head -1`: the reader left. Point stdout at /dev/null so the exit-time flush of what
+        # is still buffered cannot fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        print(
+            f"{prog}: output stopped: the reader of standard output closed it (broken pipe)", file=sys.stderr
+        )
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # Imports are deferred so `poetmon --version` stays instant and each command loads only what it uses.
     if args.command == "demo":
         from poet_operator.demo import run_demo

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
@@ -29,6 +37,17 @@ OptimizeFor = Literal["accuracy", "real_time", "cost"]
 WindowStrategy = Literal["fixed", "sliding", "adaptive"]
 WindowStorage = Literal["exact", "reservoir", "sketch"]
 FeatureType = Literal["continuous", "categorical", "auto"]
+DriftMethod = Literal["ks", "wasserstein", "psi", "js", "chi2", "kl"]
+# The feature types each method can measure (the drift engine's CONTINUOUS_METHODS and CATEGORICAL_METHODS).
+# A method for one type only needs that type declared: `auto` might infer the other one at run time.
+METHOD_TYPES: dict[str, tuple[str, ...]] = {
+    "ks": ("continuous",),
+    "wasserstein": ("continuous",),
+    "chi2": ("categorical",),
+    "kl": ("categorical",),
+    "psi": ("continuous", "categorical", "auto"),
+    "js": ("continuous", "categorical", "auto"),
+}
 
 # Window sizes chosen when the spec leaves `window.size` unset: accuracy wants more rows per test,
 # real_time wants small windows that answer fast, cost sits in between and keeps a sketch instead of rows.
@@ -70,12 +89,14 @@ def _drop_null_defaults(schema: dict[str, Any]) -> None:
 
 
 class _SpecModel(BaseModel):
-    """Base of every spec model: frozen, camelCase aliases, unknown keys rejected with a suggestion."""
+    """Base of every spec model: frozen, camelCase aliases, unknown keys rejected (see `_problems`)."""
 
     model_config = ConfigDict(
         json_schema_extra=_drop_null_defaults,
         frozen=True,
         populate_by_name=True,
+        # pydantic reports each unknown key among all other errors; `_problems` adds the suggestion. (A
+        # validator raising on unknown keys would stop the model's validation at the first typo.)
         extra="forbid",
         alias_generator=to_camel,
         use_enum_values=True,
@@ -83,27 +104,37 @@ class _SpecModel(BaseModel):
         allow_inf_nan=False,
     )
 
-    @model_validator(mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        # pydantic's own extra="forbid" message does not say what was meant; this one does.
-        if not isinstance(data, Mapping):
-            return data
-        known: dict[str, str] = {}
-        for name, field in cls.model_fields.items():
-            alias = field.alias or name
-            known[alias] = alias
-            known[name] = alias
-        unknown = [key for key in data if key not in known]
-        if unknown:
-            parts = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-                hint = f"did you mean {known[close[0]]!r}?" if close else "remove it"
-                parts.append(f"unknown field {key!r} ({hint})")
-            valid = ", ".join(sorted(set(known.values())))
-            raise ValueError(f"{'; '.join(parts)}; valid fields here: {valid}")
-        return data
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for a number, and YAML reads yes, no, on and off as booleans:
+        # `alpha: yes` would otherwise be refused for its range, `importance: yes` taken as 1.
+        if isinstance(value, bool) and info.field_name and _expects_number(cls, info.field_name):
+            raise ValueError(
+                f"expected a number, got {str(value).lower()} (YAML reads yes, no, on, off, true and false "
+                "as booleans); write a number"
+            )
+        return value
+
+
+def _expects_number(model: type[BaseModel], field_name: str) -> bool:
+    """True when the field takes a number and neither a boolean nor text."""
+    field = model.model_fields.get(field_name)
+    if field is None:
+        return False
+    kinds = set(_leaf_types(field.annotation))
+    return bool(kinds & {int, float}) and not kinds & {bool, str}
+
+
+def _leaf_types(annotation: Any) -> list[Any]:
+    """The plain types inside an annotation (through unions and Annotated)."""
+    args = getattr(annotation, "__args__", None)
+    if args is None or isinstance(annotation, type):
+        return [annotation]
+    out: list[Any] = []
+    for arg in args:
+        out.extend(_leaf_types(arg))
+    return out
 
 
 class WindowSpec(_SpecModel):
@@ -305,6 +336,27 @@ class FeatureSpec(_SpecModel):
     )
     type: FeatureType = Field("auto", description="continuous, categorical or auto (inferred from the data)")
     importance: float = Field(1.0, gt=0, description="weight in the overall drift score (> 0)")
+    method: DriftMethod | SkipJsonSchema[None] = Field(
+        None,
+        description="effect size compared with its threshold: ks or wasserstein (continuous), chi2 or kl "
+        "(categorical), psi or js (either); default ks for continuous, chi2 for categorical",
+    )
+
+    @model_validator(mode="after")
+    def _method_fits_type(self) -> FeatureSpec:
+        kinds = METHOD_TYPES.get(self.method or "", ("continuous", "categorical", "auto"))
+        if self.type not in kinds:
+            kind = kinds[0]
+            if self.type == "auto":
+                fix = f"declare type: {kind}, or use psi or js (they measure either type)"
+            else:
+                fitting = ", ".join(m for m, k in METHOD_TYPES.items() if self.type in k)
+                fix = f"use a method for {self.type} features ({fitting}) or declare type: {kind}"
+            raise ValueError(
+                f"method {self.method} measures only {kind} features, and this one is {self.type}"
+                f"{' (inferred at run time)' if self.type == 'auto' else ''}; {fix}"
+            )
+        return self
 
 
 class PredictionSpec(_SpecModel):
@@ -753,8 +805,11 @@ class MonitorSpec(_SpecModel):
         return self.window.resolved(self.optimize_for)
 
     def feature_map(self) -> dict[str, dict[str, Any]]:
-        """Declared features as the drift engine's `features` argument: {name: {type, importance}}."""
-        return {f.name: {"type": f.type, "importance": f.importance} for f in self.features}
+        """Declared features as the drift engine's `features`: {name: {type, importance, method?}}."""
+        return {
+            f.name: {"type": f.type, "importance": f.importance, **({"method": f.method} if f.method else {})}
+            for f in self.features
+        }
 
 
 class ObjectMeta(BaseModel):
@@ -862,34 +917,82 @@ def _is_union_tag(part: Any) -> bool:
     return text in _UNION_TAGS or text[:1].isupper() or "[" in text or "-" in text
 
 
-def _field_description(loc: list[Any]) -> str | None:
-    """The description of the field at `loc` (aliases and list indices), for "is required" hints."""
+def _model_at(loc: list[Any]) -> type[BaseModel] | None:
+    """The spec model that validates the mapping at `loc` (aliases and list indices), if any."""
     model: Any = MonitorSpec
-    description = None
     for part in loc:
         if isinstance(part, int) or model is None:
             continue
         fields = {(f.alias or n): f for n, f in model.model_fields.items()}
-        field = fields.get(str(part))
+        field = fields.get(str(part)) or model.model_fields.get(str(part))
         if field is None:
             return None
-        description = field.description
-        annotation = field.annotation
-        inner = getattr(annotation, "__args__", None) or (annotation,)
-        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return description
+        leaves = _leaf_types(field.annotation)
+        model = next((a for a in leaves if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def _field_description(loc: list[Any]) -> str | None:
+    """The description of the field at `loc` (aliases and list indices), for "is required" hints."""
+    if not loc:
+        return None
+    parent = _model_at(loc[:-1])
+    if parent is None:
+        return None
+    fields = {(f.alias or n): f for n, f in parent.model_fields.items()}
+    field = fields.get(str(loc[-1]))
+    return field.description if field is not None else None
+
+
+def _unknown_keys_message(loc: list[Any], keys: list[str]) -> str:
+    """`unknown field 'sise' (did you mean 'size'?); valid fields here: ...` for the mapping at `loc`."""
+    model = _model_at(loc)
+    known: dict[str, str] = {}
+    if model is not None:
+        for name, field in model.model_fields.items():
+            alias = field.alias or name
+            known[alias] = alias
+            known[name] = alias
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        hint = f"did you mean {known[close[0]]!r}?" if close else "remove it"
+        parts.append(f"unknown field {key!r} ({hint})")
+    valid = f"; valid fields here: {', '.join(sorted(set(known.values())))}" if known else ""
+    return "; ".join(parts) + valid
 
 
 def _problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
-    """pydantic errors as (camelCase field path, actionable message) pairs, one per field."""
+    """pydantic errors as (camelCase field path, actionable message) pairs, one per field.
+
+    pydantic collects every error of the whole document; unknown keys are gathered per mapping into one
+    message with suggestions, so a typo in one section never hides the mistakes in another.
+    """
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     errors = exc.errors(include_url=False)
     # A value failing an optional field also fails its `None` branch; that second error says nothing useful.
     errors = [e for e in errors if e["type"] != "none_required"] or errors
+
+    def path_of(loc: list[Any]) -> str:
+        return ".".join([prefix, *map(str, loc)]) if prefix else ".".join(map(str, loc))
+
+    unknown: dict[str, tuple[list[Any], list[str]]] = {}
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            loc = [part for part in error["loc"] if not _is_union_tag(part)]
+            parent = loc[:-1]
+            unknown.setdefault(path_of(parent), (parent, []))[1].append(str(loc[-1]))
     for error in errors:
         loc = [part for part in error["loc"] if not _is_union_tag(part)]
-        path = ".".join([prefix, *map(str, loc)]) if prefix else ".".join(map(str, loc))
+        if error["type"] == "extra_forbidden":
+            path = path_of(loc[:-1])
+            if path in unknown:
+                parent, keys = unknown.pop(path)
+                problems.append((path, _unknown_keys_message(parent, keys)))
+                seen.add(path)
+            continue
+        path = path_of(loc)
         message = error["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]

@@ -93,7 +93,7 @@ def test_the_same_columns_come_from_csv_json_lines_and_parquet(tmp_path: Path) -
     ("name", "content", "fragment"),
     [
         ("data.xlsx", b"x", "unknown file type '.xlsx'"),
-        ("data.csv", b"", "empty request body"),
+        ("data.csv", b"", "the file is empty; it needs a header line and at least one row"),
         ("data.jsonl", b'{"a": 1}\n{"a": \n', "NDJSON line 2"),
         ("data.parquet", b"not parquet", "not a readable Parquet file"),
     ],

@@ -371,6 +371,27 @@ INVALID = [
     ),
     ({"model": "m", "features": [{"name": "x" * 129}]}, "spec.features.0.name", "at most 128 characters"),
     ({"model": "m" * 254}, "spec.model", "at most 253 characters"),
+    # YAML reads yes/no/on/off as booleans; pydantic would read true as 1.
+    ({"model": "m", "thresholds": {"alpha": True}}, "spec.thresholds.alpha", "expected a number, got true"),
+    ({"model": "m", "features": [{"name": "a", "importance": True}]}, "spec.features.0.importance", "number"),
+    ({"model": "m", "window": {"size": False}}, "spec.window.size", "expected a number, got false"),
+    (
+        {"model": "m", "features": [{"name": "a", "method": "ks"}]},
+        "spec.features.0",
+        "method ks measures only continuous features, and this one is auto (inferred at run time); "
+        "declare type: continuous, or use psi or js",
+    ),
+    (
+        {"model": "m", "features": [{"name": "a", "type": "categorical", "method": "wasserstein"}]},
+        "spec.features.0",
+        "use a method for categorical features (chi2, kl, psi, js) or declare type: continuous",
+    ),
+    (
+        {"model": "m", "features": [{"name": "a", "type": "continuous", "method": "kl"}]},
+        "spec.features.0",
+        "method kl measures only categorical features",
+    ),
+    ({"model": "m", "features": [{"name": "a", "method": "mmd"}]}, "spec.features.0.method", "'ks'"),
 ]
 
 
@@ -397,6 +418,44 @@ def test_manifest_errors_are_collected_together() -> None:
     assert "is not a DNS label" in paths["metadata.name"]
     assert "did you mean 'spec'?" in paths["specs"]
     assert "is required" in paths["spec"]
+
+
+def test_mistakes_at_every_depth_are_reported_together() -> None:
+    problems = _problems(
+        {
+            "model": "m",
+            "optimiseFor": "accuracy",
+            "typo": 1,
+            "window": {"sise": 3, "strategy": "tumbling"},
+            "thresholds": {"alpha": True, "methods": {"kss": 0.1}},
+            "features": [{"name": "a", "typ": "continuous"}, {"name": "b", "importance": 0}],
+        }
+    )
+    paths = dict(problems)
+    assert "unknown field 'optimiseFor' (did you mean 'optimizeFor'?); unknown field 'typo'" in paths["spec"]
+    assert "unknown field 'sise' (did you mean 'size'?)" in paths["spec.window"]
+    assert "'fixed', 'sliding' or 'adaptive'" in paths["spec.window.strategy"]
+    assert "expected a number" in paths["spec.thresholds.alpha"]
+    assert "did you mean 'ks'?" in paths["spec.thresholds.methods"]
+    assert "did you mean 'type'?" in paths["spec.features.0"]
+    assert "greater than 0" in paths["spec.features.1.importance"]
+    assert len(problems) == len(paths) == 7
+
+
+@pytest.mark.parametrize(
+    ("feature", "method"),
+    [
+        ({"type": "continuous", "method": "wasserstein"}, "wasserstein"),
+        ({"type": "categorical", "method": "kl"}, "kl"),
+        ({"type": "auto", "method": "psi"}, "psi"),
+        ({"type": "auto", "method": "js"}, "js"),
+        ({"type": "continuous"}, None),
+    ],
+)
+def test_a_feature_may_declare_its_method(feature: dict, method: str | None) -> None:
+    spec = MonitorSpec.from_mapping({"model": "m", "features": [{"name": "a", **feature}]})
+    assert spec.feature_map()["a"].get("method") == method
+    assert ("method" in spec.to_dict()["features"][0]) == (method is not None)
 
 
 def test_spec_error_message_lists_every_problem() -> None:

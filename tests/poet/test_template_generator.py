@@ -190,3 +190,27 @@ def test_choices_record_what_was_decided() -> None:
     assert choices.constants["MAX_EVAL_ROWS"] == 2000
     assert "sampled_evaluation" in choices.flags
     assert choices.to_dict()["notes"] == ["sampled_evaluation: at most 2000 rows per evaluation"]
+
+
+def test_declared_methods_reach_the_code_and_survive_the_sparse_path_only_when_they_fit_auto() -> None:
+    spec = MonitorSpec.from_mapping(
+        {
+            "model": "m",
+            "features": [
+                {"name": "a", "type": "continuous", "method": "wasserstein"},
+                {"name": "b", "type": "continuous", "method": "psi"},
+                {"name": "c", "type": "categorical", "method": "kl"},
+            ],
+        }
+    )
+    plain = decide(TemplatePlan(spec, spec.spec_hash()))
+    assert {n: f.get("method") for n, f in plain.features.items()} == {
+        "a": "wasserstein",
+        "b": "psi",
+        "c": "kl",
+    }
+    # sparse_path declares continuous features auto, which may infer categorical: wasserstein cannot follow.
+    sparse = decide(TemplatePlan(spec, spec.spec_hash(), (("ValueError@monitor.py:f", "sparse_path"),)))
+    assert sparse.features["a"] == {"type": "auto", "importance": 1.0}
+    assert sparse.features["b"] == {"type": "auto", "importance": 1.0, "method": "psi"}
+    assert sparse.features["c"] == {"type": "categorical", "importance": 1.0, "method": "kl"}

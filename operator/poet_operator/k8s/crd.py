@@ -55,6 +55,7 @@ _KEPT = {
 # - a sliding window with bounded storage keeping at most 1000 panes (size / gcd(size, step)): no gcd in CEL.
 # - positiveLabel being one of classes, classes listed once, feature name byte budget: these iterate lists
 #   whose items are unbounded strings, and the API server's cost estimate would refuse the rule.
+# - a feature's method measuring its declared type (FeatureSpec._method_fits_type): a rule on list items.
 _OVERLAP_ROWS = (
     "(self.overlap < 1.0 ? (int(double(self.size) * self.overlap) < self.size"
     " ? int(double(self.size) * self.overlap) : self.size - 1) : int(self.overlap))"

@@ -37,16 +37,81 @@ def read_columns(path: str | Path) -> dict[str, np.ndarray]:
         raise DataFileError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     if kind == "parquet":
         return _read_parquet(file, data)
+    problem = text_file_problem(data, kind)
+    if problem is not None:
+        raise DataFileError(f"{file}: {problem}")
     ctype = {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(kind, "application/x-ndjson")
     try:
         batch = parse_body(data, ctype, Schema(max_rows=10**9))
     except BadRequest as exc:
-        raise DataFileError(f"{file}: {exc.message}") from None
+        raise DataFileError(f"{file}: {file_wording(exc.message)}") from None
     columns = dict(batch.columns)
     for name, values in (("_prediction", batch.predictions), ("_actual", batch.actuals)):
         if values is not None:
             columns[name] = values
     return columns
+
+
+# Leading bytes of files that are often passed by mistake where text was expected.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data; decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a zip archive (or an Excel workbook); extract or export the data as CSV"),
+    (b"PAR1", "a Parquet file; give it the .parquet suffix"),
+    (b"ARROW1", "an Arrow file; convert it to CSV or Parquet"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data; decompress it first"),
+    (b"BZh", "bzip2-compressed data; decompress it first"),
+)
+_SNIFF_BYTES = 64 * 1024
+
+
+def text_file_problem(data: bytes, kind: str) -> str | None:
+    """Why `data` cannot be a text data file of `kind` (csv, tsv, jsonl), or None when it may be one.
+
+    Decides from the bytes alone: empty, a known binary format, a NUL byte or text that is not UTF-8
+    (a CSV parser would otherwise blame a quote or print the bytes back).
+    """
+    if not data or data.isspace():
+        needs = (
+            "at least one JSON object per line" if kind == "jsonl" else "a header line and at least one row"
+        )
+        return f"the file is empty; it needs {needs}"
+    for magic, what in _MAGIC:
+        if data.startswith(magic):
+            return f"not a {kind.upper()} text file: it holds {what}"
+    head = data[:_SNIFF_BYTES]
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        return (
+            f"not a {kind.upper()} text file: it holds binary data (a NUL byte at byte {nul}); "
+            "export the data as UTF-8 text"
+        )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}): a binary file or another "
+            "encoding; save it as UTF-8"
+        )
+    return None
+
+
+# The parser speaks of HTTP request bodies; a file is not one.
+_FILE_WORDS = (
+    ("empty request body: send a batch with at least one row", "the file has no rows"),
+    ("empty batch: columns have no values; send at least one row", "the file has a header but no rows"),
+    ("request body", "file"),
+    ("CSV body", "the CSV file"),
+    ("TSV body", "the TSV file"),
+    ("JSON body", "the JSON file"),
+    ("body", "file"),
+)
+
+
+def file_wording(message: str) -> str:
+    """A parse error message reworded for a file, with control characters escaped (never raw bytes)."""
+    for http, file in _FILE_WORDS:
+        message = message.replace(http, file)
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
 
 
 def _read_parquet(file: Path, data: bytes) -> dict[str, np.ndarray]:

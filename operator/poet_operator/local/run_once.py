@@ -141,6 +141,8 @@ def write_report(report: Mapping[str, Any], distributions: Mapping[str, Any], fm
 
 def _status_note(feature: Mapping[str, Any]) -> str:
     status = str(feature.get("status") or "ok")
+    if status == "missing_feature" and feature.get("drift_detected"):
+        return "absent from current data"
     details = feature.get("details") or {}
     only_missing = details.get("missing_drift") and not details.get("distribution_drift")
     if feature.get("drift_detected") and only_missing:

@@ -138,7 +138,10 @@ def test_features_on_one_side_only_are_reported() -> None:
     )
     assert result["features"]["gone"]["status"] == "missing_feature"
     assert result["features"]["new"]["status"] == "new_feature"
-    assert result["overall_health"] == "warning"
+    # Half of the importance is absent: that is critical (see test_absent_feature_counts_by_importance).
+    assert result["overall_health"] == "critical"
+    assert result["drifted_features"] == ["gone"]
+    assert not result["features"]["new"]["drift_detected"]
     assert any("new" in r for r in result["recommendations"])
 
 

@@ -14,6 +14,8 @@ from monitor_runtime.server.crash import (
     encode_record,
     exception_signature,
     feedback_record,
+    termination_log_path,
+    write_termination_message,
 )
 from monitor_runtime.server.evaluator import plan_window
 
@@ -181,3 +183,25 @@ def test_settings_come_from_the_environment_and_bad_values_are_named() -> None:
         RuntimeSettings.from_env({"POET_MAX_BATCH_ROWS": "many"})
     with pytest.raises(ValueError, match="POET_UNKNOWN_COLUMNS='drop'"):
         RuntimeSettings.from_env({"POET_UNKNOWN_COLUMNS": "drop"})
+
+
+@pytest.mark.parametrize(
+    ("explicit", "environ", "expected"),
+    [
+        (None, {}, None),  # by hand: no file, the record is only logged
+        (None, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "/dev/termination-log"),  # in a pod
+        ("/tmp/t-log", {}, "/tmp/t-log"),
+        ("/tmp/t-log", {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "/tmp/t-log"),
+        (None, {"KUBERNETES_SERVICE_HOST": ""}, None),
+    ],
+)
+def test_termination_log_is_the_pods_unless_asked(explicit, environ, expected) -> None:
+    assert termination_log_path(explicit, environ) == expected
+
+
+def test_no_termination_log_writes_nothing_and_returns_the_record(tmp_path) -> None:
+    record = _record("Traceback ...")
+    assert json.loads(write_termination_message(None, record))["signature"]["exception"] == "KeyError"
+    target = tmp_path / "log"
+    write_termination_message(target, record)
+    assert json.loads(target.read_bytes())["kind"] == "poet.feedback/v1"

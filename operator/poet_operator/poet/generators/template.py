@@ -171,9 +171,9 @@ def decide(plan: TemplatePlan) -> Choices:
                 notes.append(f"{remedy.value}: not applicable, this template ignores feature columns")
     elif Remedy.SPARSE_PATH in remedies:
         flags.add(Remedy.SPARSE_PATH)
-        features = {
-            n: {**c, "type": "auto" if c["type"] == "continuous" else c["type"]} for n, c in features.items()
-        }
+        # A method for continuous features only (ks, wasserstein) is dropped with the declared type: auto may
+        # infer categorical, which it cannot measure.
+        features = {n: _as_auto(c) if c["type"] == "continuous" else c for n, c in features.items()}
         notes.append("sparse_path: continuous features declared auto so the sparse test can apply")
 
     max_eval_rows: int | None = None
@@ -257,6 +257,14 @@ _COMMENTS: dict[str, str] = {
     "PREDICTION_COLUMNS": "Columns that hold predictions or outcomes; every other column is ignored.",
     "ALIASES": "Column names accepted for predictions and outcomes, mapped to their canonical name.",
 }
+
+
+def _as_auto(feature: Mapping[str, Any]) -> dict[str, Any]:
+    """A continuous feature declared auto, keeping its method only when it measures either type."""
+    out = {**feature, "type": "auto"}
+    if out.get("method") in ("ks", "wasserstein"):
+        del out["method"]
+    return out
 
 
 def constants_block(plan: TemplatePlan, choices: Choices) -> str:

@@ -283,8 +283,12 @@ class Reference:
                 "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i]), float(conf[i])),
                 "details": _json_details(details),
                 "decision": self._decision(
-                    p_adj[i], effect[i], threshold[i], p_miss_adj[i] if has_missing[i] else np.nan,
-                    miss_change[i], conf[i],
+                    p_adj[i],
+                    effect[i],
+                    threshold[i],
+                    p_miss_adj[i] if has_missing[i] else np.nan,
+                    miss_change[i],
+                    conf[i],
                 ),
             }
         for name, prep in self._features.items():

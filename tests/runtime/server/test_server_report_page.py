@@ -6,14 +6,14 @@ import re
 
 import numpy as np
 import pytest
-from scipy import stats
 
-from monitor_runtime.drift import detect_drift
 from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.history import EvaluationHistory, history_entry
 from monitor_runtime.server.prediction_quality import PredictionQuality
 from monitor_runtime.server.report_charts import category_chart, numeric_chart
 from monitor_runtime.server.report_page import render_report_page, severity_order, waiting_message
+
+from .runtime_server_helpers import engine_report_case
 
 
 def test_names_are_escaped_and_missing_numbers_render_as_dashes() -> None:
@@ -47,35 +47,9 @@ def test_order_is_drifted_then_weighted_severity_then_closeness_to_threshold() -
 # ---------------------------------------------------------------- verdicts in words
 
 
-def _engine_report() -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A real drift result with one feature for each way a verdict can go."""
-    rng = np.random.default_rng(11)
-    grid = stats.norm.ppf((np.arange(60) + 0.5) / 60)  # 60 evenly spread normal values
-    income = rng.normal(50_000, 10_000, 2000).round(0)
-    income_cur = rng.permutation(income)
-    income_cur[:400] = np.nan  # only the missing share moves: 0% -> 20%
-    reference = {
-        "shifted": rng.normal(0, 1, 3000),
-        "credit_score": grid * 50 + 680,
-        "big_tiny_shift": rng.normal(0, 1, 200_000),
-        "annual_income": income,
-        "plan": rng.choice(np.array(["basic", "plus"], dtype=object), 3000),
-    }
-    plan_cur = rng.choice(np.array(["basic", "plus"], dtype=object), 3000)
-    plan_cur[:300] = "enterprise"  # a category the reference never saw
-    current = {
-        "shifted": rng.normal(1.0, 1, 3000),
-        "credit_score": grid * 50 + 692,
-        "big_tiny_shift": rng.normal(0.03, 1, 200_000),
-        "annual_income": income_cur,
-        "plan": plan_cur,
-    }
-    return detect_drift(reference, current), reference, current
-
-
 @pytest.fixture(scope="module")
 def engine_page() -> tuple[dict, str]:
-    result, reference, current = _engine_report()
+    result, reference, current = engine_report_case()
     tracker = DistributionTracker(window_rows=10**9)
     tracker.set_reference(reference)
     tracker.add_current(current, 200_000)
@@ -250,7 +224,7 @@ def test_without_predictions_the_page_says_which_columns_to_send() -> None:
 
 
 def test_history_is_bounded_and_draws_thresholds_and_version_changes() -> None:
-    result, _, _ = _engine_report()
+    result, _, _ = engine_report_case()
     history = EvaluationHistory(limit=5)
     for i in range(8):
         history.add(history_entry(result, at=1000.0 + i, version=1 if i < 6 else 2, code_sha256="x", rows=10))

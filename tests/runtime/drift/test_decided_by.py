@@ -59,3 +59,13 @@ def test_the_decision_carries_alpha_correction_and_the_missing_gate_numbers() ->
     same = result["features"]["same"]["decision"]
     assert not same["missing"]["tested"]  # no missing values on either side: no missing-rate test
     assert result["summary"]["critical_score"] == 0.25
+
+
+def test_recommendations_write_plain_numbers() -> None:
+    rng = np.random.default_rng(3)
+    result = detect_drift(
+        {"income": rng.normal(45_000, 9_000, 2000)}, {"income": rng.normal(63_000, 9_000, 500)}
+    )
+    (text,) = [r for r in result["recommendations"] if r.startswith("Feature 'income' drifted")]
+    assert "p < 0.0001" in text and "e+" not in text and "e-" not in text
+    assert " -> 6" in text and "," in text  # e.g. "mean 45,012 -> 62,874"

@@ -432,14 +432,22 @@ async def get_report(request: web.Request) -> web.Response:
 
 async def get_history(request: web.Request) -> web.Response:
     """The last evaluations (bounded), oldest first: what the report page's history charts draw."""
-    return web.json_response(_runtime(request).evaluator.history.to_json(), dumps=_dumps)
+    # Entries are never changed once added, so a copy of the list can be encoded off the event loop (a full
+    # history of a wide monitor is megabytes of JSON).
+    history = _runtime(request).evaluator.history.to_json()
+    text = await asyncio.get_running_loop().run_in_executor(None, _dumps, history)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def get_report_page(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    html = render_report_page(
-        rt.report(), rt.distributions.snapshot(), history=rt.evaluator.history.as_list()
-    )
+    report, history = rt.report(), rt.evaluator.history.as_list()
+
+    def build() -> str:
+        return render_report_page(report, rt.distributions.snapshot(), history=history)
+
+    # Binning snapshots and rendering a wide monitor take tens of milliseconds: not on the event loop.
+    html = await asyncio.get_running_loop().run_in_executor(None, build)
     # The page is self-contained; the policy makes sure nothing (feature names included) can load or run more.
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
     return web.Response(

@@ -159,6 +159,8 @@ def _distribution_sentence(f: Mapping[str, Any], d: Mapping[str, Any], summary: 
             f"but too small to matter: the {size}."
         )
     if decided == "missing_values":
+        if d.get("p_value_adjusted") is None:
+            return "The values present could not be tested for a shift."
         return f"The values present did not drift: the {size}, and {significance}."
     return f"No drift: the {size}, and {significance}."
 

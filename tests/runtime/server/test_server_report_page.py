@@ -267,3 +267,15 @@ def test_before_the_first_evaluation_the_page_says_what_it_waits_for(window, sta
     html = render_report_page(report, {})
     assert "id='waiting'" in html and expected in html.replace("&#x27;", "'")
     assert waiting_message({"status": "ok", "window": window}) is None
+
+
+def test_a_feature_whose_values_all_went_missing_says_so() -> None:
+    from monitor_runtime.drift import detect_drift
+    from monitor_runtime.server.explain import explain_feature
+
+    result = detect_drift({"x": np.random.default_rng(0).normal(size=500)}, {"x": np.full(300, np.nan)})
+    f = result["features"]["x"]
+    assert f["drift_detected"] and f["decision"]["decided_by"] == "missing_values"
+    sentences = explain_feature(f, result["summary"])
+    assert sentences[0].startswith("Drift in missing values: missing values went from 0.0% to 100.0%")
+    assert "The values present could not be tested for a shift." in sentences

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,6 +15,7 @@ from aiohttp import web
 from monitor_runtime import json_safe, reference_npz
 from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.evaluator import Evaluator, prepare_reference
+from monitor_runtime.server.history import parse_history
 from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from monitor_runtime.server.parsing import CATEGORICAL, NUMERIC, BadRequest, Batch, Schema, parse_body
 from monitor_runtime.server.prediction_quality import SCORE_COLUMN, PredictionQuality, quality_settings
@@ -439,6 +441,22 @@ async def get_history(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/json")
 
 
+async def post_history(request: web.Request) -> web.Response:
+    """Merge another pod's history (a `GET /v1/history` body) into this one: a new version's pod keeps the
+    evaluations of the one before it, and the report marks where the version changed."""
+    rt = _runtime(request)
+    body = await _read_limited(request, rt.settings.max_body_bytes)
+    try:
+        entries = parse_history(json.loads(body))
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON in request body: {exc}") from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    held = rt.evaluator.history.merge(entries)
+    rt.evaluator.dirty = True
+    return web.json_response({"received": len(entries), "evaluations": held})
+
+
 async def get_report_page(request: web.Request) -> web.Response:
     rt = _runtime(request)
     report, history = rt.report(), rt.evaluator.history.as_list()
@@ -525,6 +543,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/reference", get_reference)
     app.router.add_get("/v1/report", get_report)
     app.router.add_get("/v1/history", get_history)
+    app.router.add_post("/v1/history", post_history)
     app.router.add_get("/report", get_report_page)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)

@@ -86,6 +86,14 @@ class EvaluationHistory:
         """What `GET /v1/history` returns and checkpoints keep."""
         return {"limit": self.limit, "evaluations": self.as_list()}
 
+    def merge(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Add another pod's entries (`POST /v1/history`): all entries by time, one per (time, code), the
+        newest `limit` kept. Returns how many entries are held afterwards."""
+        merged = {(float(e["at"]), e.get("code_sha256")): dict(e) for e in [*entries, *self.entries]}
+        ordered = sorted(merged.values(), key=lambda e: float(e["at"]))
+        self.entries = deque(ordered[-self.limit :], maxlen=self.limit)
+        return len(self.entries)
+
     @classmethod
     def from_json(cls, data: Any, limit: int = DEFAULT_LIMIT) -> EvaluationHistory:
         """A history from `to_json()` data; entries that are not mappings are left out."""
@@ -93,3 +101,20 @@ class EvaluationHistory:
         if not isinstance(entries, list):
             return cls(limit)
         return cls(limit, [e for e in entries if isinstance(e, Mapping) and "at" in e])
+
+
+def parse_history(data: Any) -> list[dict[str, Any]]:
+    """The entries of a `GET /v1/history` body; ValueError naming the entry and field that is wrong."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("evaluations"), list):
+        raise ValueError('expected {"evaluations": [...]}, as GET /v1/history returns')
+    out = []
+    for i, entry in enumerate(data["evaluations"]):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"evaluations[{i}]: expected an object, got {type(entry).__name__}")
+        at = entry.get("at")
+        if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+            raise ValueError(f"evaluations[{i}].at: expected a time in seconds since the epoch, got {at!r}")
+        if not isinstance(entry.get("features", {}), Mapping):
+            raise ValueError(f"evaluations[{i}].features: expected an object of feature name to numbers")
+        out.append(dict(entry))
+    return out

@@ -129,3 +129,38 @@ async def test_before_the_first_window_the_page_counts_reference_rows(tmp_path: 
         assert "150 of 400 reference rows received" in html and "No evaluation yet" in html
         report = json.loads((await _get(s, base + "/v1/report"))[1])
         assert report["window"]["reference_size"] == 400 and report["window"]["reference_from_first_window"]
+
+
+async def test_a_new_versions_pod_takes_the_history_of_the_one_before(tmp_path: Path) -> None:
+    v1 = write_version(tmp_path / "v1")
+    v2 = write_version(tmp_path / "v2", code=GOOD_MONITOR + "\n# version 2\n", version=2)
+    async with (
+        running_monitor(v1) as (_, old),
+        running_monitor(v2) as (_, new),
+        aiohttp.ClientSession() as s,
+    ):
+        await _post(s, old + "/v1/reference", columns_json(frame(600, 1)))
+        for i in range(2):
+            await _post(s, old + "/v1/batches", columns_json(frame(200, 40 + i)))
+            await _wait(
+                s, old + "/v1/report", lambda r, i=i: r["ingestion"]["rows_evaluated"] >= 200 * (i + 1)
+            )
+        await _post(s, new + "/v1/reference", columns_json(frame(600, 1)))
+        await _post(s, new + "/v1/batches", columns_json(frame(200, 50, shift=2.0)))
+        await _wait(s, new + "/v1/report", lambda r: r["status"] == "ok")
+        # As an operator hands a reference over: GET from the old pod, POST to the new one.
+        _, body = await _get(s, old + "/v1/history")
+        async with s.post(
+            new + "/v1/history", data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            assert resp.status == 200 and await resp.json() == {"received": 2, "evaluations": 3}
+        history = await _wait(s, new + "/v1/history", lambda h: len(h["evaluations"]) == 3)
+        assert [e["version"] for e in history["evaluations"]] == [1, 1, 2]
+        _, html = await _get(s, new + "/report")
+        assert ">v2</text>" in html
+        bad = json.dumps({"evaluations": [{"at": "yesterday"}]}).encode()
+        async with s.post(
+            new + "/v1/history", data=bad, headers={"Content-Type": "application/json"}
+        ) as resp:
+            assert resp.status == 400
+            assert "evaluations[0].at" in (await resp.json())["error"]

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint crd bench bench-quick bench-runtime bench-generator clean images chart-crd cluster-up cluster-down e2e
+.PHONY: demo test lint crd report-screenshot bench bench-quick bench-runtime bench-generator clean images chart-crd cluster-up cluster-down e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ crd: $(STAMP)
 	$(VENV)/bin/poetmon crd -o crds/modelmonitor.yaml
 	$(VENV)/bin/poetmon crd --docs -o docs/spec-reference.md
 	$(MAKE) chart-crd
+
+# The report page of the bundled example, served and evaluated three times, as docs/img/report.png
+# (needs headless Chromium: Debian's `chromium` package).
+report-screenshot: $(STAMP)
+	$(PY) docs/report_screenshot.py --out docs/img/report.png
 
 bench-quick: $(STAMP)
 	$(PY) bench/drift_bench.py --quick

@@ -35,14 +35,21 @@ def overall(features: dict[str, dict[str, Any]], critical_score: float = CRITICA
     return score, "good"
 
 
+def _plain(v: float) -> str:
+    """A number without an exponent where plain digits fit (44,711 rather than 4.471e+04)."""
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if v == 0 or abs(v) >= 1e-4 else f"{v:.2g}"
+
+
 def _describe(name: str, f: dict[str, Any]) -> str:
     d = f["details"]
     p = f["p_value"]
-    p_text = "" if p is None else (", p<1e-12" if p < 1e-12 else f", p={p:.2g}")
-    head = f"Feature '{name}' drifted ({f['method']} {f['score']:.3g}{p_text})"
+    p_text = "" if p is None else (", p < 0.0001" if p < 1e-4 else f", p={p:.2g}")
+    head = f"Feature '{name}' drifted ({f['method']} {_plain(f['score'])}{p_text})"
     if f["data_type"] == "continuous" and "current_mean" in d:
         head += (
-            f": mean {d['reference_mean']:.4g} -> {d['current_mean']:.4g}"
+            f": mean {_plain(d['reference_mean'])} -> {_plain(d['current_mean'])}"
             f" ({d['mean_shift_sd']:+.2f} reference sd)"
         )
         action = "check the upstream source and unit conversions of this feature"

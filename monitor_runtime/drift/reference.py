@@ -282,6 +282,14 @@ class Reference:
                 "status": o.status,
                 "reason": o.reason or _reason(o, bool(dist_drift[i]), bool(miss_drift[i]), float(conf[i])),
                 "details": _json_details(details),
+                "decision": self._decision(
+                    p_adj[i],
+                    effect[i],
+                    threshold[i],
+                    p_miss_adj[i] if has_missing[i] else np.nan,
+                    miss_change[i],
+                    conf[i],
+                ),
             }
         batch_rows = max((c.n for c in columns.values()), default=0)
         for name, prep in self._features.items():
@@ -305,8 +313,74 @@ class Reference:
                 "correction": self.correction,
                 "alpha": self.alpha,
                 "optimize_for": self.optimize_for,
+                "critical_score": self.critical_score,
             },
         }
+
+    def _decision(
+        self,
+        p_adj: float,
+        effect: float,
+        threshold: float,
+        p_miss_adj: float,
+        miss_change: float,
+        conf: float,
+    ) -> dict[str, Any]:
+        """Which gate decided a feature's verdict, with the numbers each gate compared (see `decided_by`)."""
+        tested = bool(np.isfinite(p_adj))
+        significant = tested and bool(p_adj < self.alpha)
+        large = bool(np.isfinite(effect)) and bool(effect >= threshold)
+        miss_tested = bool(np.isfinite(p_miss_adj))
+        miss_significant = miss_tested and bool(p_miss_adj < self.alpha)
+        miss_large = bool(miss_change >= self.thresholds["missing"])
+        dist = significant and large
+        miss = miss_significant and miss_large
+        return {
+            "decided_by": decided_by(tested, significant, large, dist, miss),
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "p_value_adjusted": _num(p_adj),
+            "significant": significant,
+            "effect_size": _num(effect),
+            "threshold": float(threshold),
+            "effect_reaches_threshold": large,
+            "distribution_drift": dist,
+            "missing": {
+                "tested": miss_tested,
+                "p_value_adjusted": _num(p_miss_adj),
+                "significant": miss_significant,
+                "change": float(miss_change),
+                "threshold": self.thresholds["missing"],
+                "change_reaches_threshold": miss_large,
+                "drift": miss,
+            },
+            "low_confidence": bool(conf < LOW_CONFIDENCE),
+        }
+
+
+#: Values of a feature's `decision.decided_by`: what made it drift, or what kept it from drifting.
+DECIDED_BY = (
+    "distribution",  # drift: significant after correction and the effect reached its threshold
+    "missing_values",  # drift: only the missing-value rate moved (significantly and materially)
+    "distribution_and_missing_values",  # drift: both of the above
+    "p_value",  # no drift: the effect reached its threshold but the adjusted p-value is not below alpha
+    "effect_size",  # no drift: significant, but the effect is below its threshold
+    "both_gates",  # no drift: neither significant nor past the threshold
+    "not_tested",  # no drift: no test could run (no usable values on a side)
+)
+
+
+def decided_by(tested: bool, significant: bool, large: bool, dist: bool, miss: bool) -> str:
+    """The `decided_by` value for one feature's two gates and its missing-value test."""
+    if dist and miss:
+        return "distribution_and_missing_values"
+    if dist or miss:
+        return "distribution" if dist else "missing_values"
+    if not tested:
+        return "not_tested"
+    if large:
+        return "p_value"
+    return "effect_size" if significant else "both_gates"
 
 
 def _prepare(
@@ -433,6 +507,7 @@ def _new_entry(name: str, importance: float) -> dict[str, Any]:
         "status": "new_feature",
         "reason": f"'{name}' is in the current batch but not in the reference",
         "details": {},
+        "decision": {"decided_by": "not_tested"},
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,8 +15,10 @@ from aiohttp import web
 from monitor_runtime import json_safe, reference_npz
 from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.evaluator import Evaluator, prepare_reference
+from monitor_runtime.server.history import parse_history
 from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from monitor_runtime.server.parsing import CATEGORICAL, NUMERIC, BadRequest, Batch, Schema, parse_body
+from monitor_runtime.server.prediction_quality import SCORE_COLUMN, PredictionQuality, quality_settings
 from monitor_runtime.server.report_page import render_report_page
 from monitor_runtime.server.settings import RuntimeSettings
 
@@ -59,13 +62,18 @@ class Runtime:
         evaluator.on_reference = self.note_reference
         evaluator.max_columns = len(self.spec_kinds) + settings.max_unknown_columns
         evaluator.on_evaluated = self.distributions.add_current
+        task, positive = quality_settings(spec)
+        self.quality = PredictionQuality(task, positive, window_rows=max(1, evaluator.plan.size))
+        evaluator.on_predictions = self.note_predictions
 
     def schema(self, *, reference: bool = False) -> Schema:
         """What parsing checks against: known columns and their kinds."""
         kinds = {**self.reference_kinds, **self.spec_kinds}
+        reject = self.settings.unknown_columns == "reject" and bool(kinds) and not reference
+        # `_score` (the positive class's score, beside `_prediction` and `_actual`): a number, not a feature.
         return Schema(
-            kinds=kinds,
-            reject_unknown=self.settings.unknown_columns == "reject" and bool(kinds) and not reference,
+            kinds={**kinds, SCORE_COLUMN: NUMERIC},
+            reject_unknown=reject,
             max_rows=self.settings.max_batch_rows if not reference else 10**9,
         )
 
@@ -74,7 +82,7 @@ class Runtime:
 
         Runs on the event loop between parse and ingest, so concurrent requests cannot both slip past.
         """
-        known = self.spec_kinds.keys() | self.reference_kinds.keys()
+        known = self.spec_kinds.keys() | self.reference_kinds.keys() | {SCORE_COLUMN}
         new = [name for name in batch.columns if name not in known and name not in self.unknown_columns]
         if not new:
             return
@@ -135,6 +143,7 @@ class Runtime:
         same way whichever way it came. A reference equal to the one in force (same sha256) is not handed
         over again: the monitor keeps whatever it built on it.
         """
+        scores = batch.columns.pop(SCORE_COLUMN, None)
         self.check_reference(batch, built_by_a_pod=source in ("transfer", "file"))
         loop = asyncio.get_running_loop()
         columns, encoded = await loop.run_in_executor(None, prepare_reference, batch.columns)
@@ -156,6 +165,7 @@ class Runtime:
                 "signature": refused.get("signature"),
                 "message": refused.get("message"),
             }
+        await self.evaluator.observe_predictions("reference", batch.predictions, batch.actuals, scores)
         if self.on_reference_changed is not None:
             self.on_reference_changed()
         return 200, {
@@ -174,6 +184,15 @@ class Runtime:
         self.distributions.set_reference(columns)
         known = self.spec_kinds.keys() | self.reference_kinds.keys()
         self.evaluator.max_columns = len(known) + self.settings.max_unknown_columns
+
+    def note_predictions(
+        self, period: str, preds: np.ndarray, acts: np.ndarray, scores: np.ndarray | None
+    ) -> None:
+        """Score a period's predictions for the report (runs on a pool thread)."""
+        if period == "reference":
+            self.quality.set_reference(preds, acts, scores)
+        else:
+            self.quality.add_current(preds, acts, scores)
 
     def report(self) -> dict[str, Any]:
         """The latest result in the drift-result format plus version, window, timing and failures."""
@@ -201,6 +220,8 @@ class Runtime:
                 "pending_rows": ev.pending_rows,
                 "rows_in_last_evaluation": ev.rows_in_last_evaluation,
                 "reference_rows": ev.reference_rows,
+                "reference_size": ev.reference_size,
+                "reference_from_first_window": ev.bootstrap_reference,
             },
             "timing": {
                 "evaluated_at": ev.evaluated_at,
@@ -216,6 +237,7 @@ class Runtime:
                 "rows_dropped": ev.rows_dropped,
             },
             "predictions": ev.latest_predictions,
+            "quality": self.quality.snapshot(),
             "failures": {**ev.tracker.summary(), "last": ev.last_failure},
             "reference": (
                 ev.reference.summary()
@@ -410,9 +432,40 @@ async def get_report(request: web.Request) -> web.Response:
     return web.json_response(_runtime(request).report(), dumps=_dumps)
 
 
+async def get_history(request: web.Request) -> web.Response:
+    """The last evaluations (bounded), oldest first: what the report page's history charts draw."""
+    # Entries are never changed once added, so a copy of the list can be encoded off the event loop (a full
+    # history of a wide monitor is megabytes of JSON).
+    history = _runtime(request).evaluator.history.to_json()
+    text = await asyncio.get_running_loop().run_in_executor(None, _dumps, history)
+    return web.Response(text=text, content_type="application/json")
+
+
+async def post_history(request: web.Request) -> web.Response:
+    """Merge another pod's history (a `GET /v1/history` body) into this one: a new version's pod keeps the
+    evaluations of the one before it, and the report marks where the version changed."""
+    rt = _runtime(request)
+    body = await _read_limited(request, rt.settings.max_body_bytes)
+    try:
+        entries = parse_history(json.loads(body))
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON in request body: {exc}") from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    held = rt.evaluator.history.merge(entries)
+    rt.evaluator.dirty = True
+    return web.json_response({"received": len(entries), "evaluations": held})
+
+
 async def get_report_page(request: web.Request) -> web.Response:
     rt = _runtime(request)
-    html = render_report_page(rt.report(), rt.distributions.snapshot())
+    report, history = rt.report(), rt.evaluator.history.as_list()
+
+    def build() -> str:
+        return render_report_page(report, rt.distributions.snapshot(), history=history)
+
+    # Binning snapshots and rendering a wide monitor take tens of milliseconds: not on the event loop.
+    html = await asyncio.get_running_loop().run_in_executor(None, build)
     # The page is self-contained; the policy makes sure nothing (feature names included) can load or run more.
     csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
     return web.Response(
@@ -489,6 +542,8 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/v1/reference", post_reference)
     app.router.add_get("/v1/reference", get_reference)
     app.router.add_get("/v1/report", get_report)
+    app.router.add_get("/v1/history", get_history)
+    app.router.add_post("/v1/history", post_history)
     app.router.add_get("/report", get_report_page)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)

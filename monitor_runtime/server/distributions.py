@@ -4,10 +4,16 @@ The drift result says how much each feature moved; a person also wants to see ho
 binned once (quantile edges for numbers, the most frequent categories plus "other" for strings) and
 each evaluated chunk adds its bin counts to a ring of at most one window's worth of rows, so memory is
 features x bins x chunks-per-window whatever the traffic.
+
+Each chunk also keeps, per feature, its row and missing counts, the sum and sum of squares of its numbers
+(about the reference mean, for precision) and its 101 percentiles. Summary statistics of the current window
+follow from those: counts, mean and standard deviation exactly, quantiles by merging the chunks' percentiles
+(exact for a window of one chunk, within about one percentile otherwise).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -16,9 +22,28 @@ from typing import Any
 
 import numpy as np
 
+from monitor_runtime.drift.columns import MISSING_STRINGS
+
 _BINS = 20
+_PERCENTILES = np.linspace(0, 100, 101)
+#: Quantiles shown in the summary statistics (as fractions).
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _TOP_CATEGORIES = 12
 _MAX_FEATURES = 200
+
+
+@dataclass
+class ChunkSummary:
+    """One chunk's contribution to a feature's summary statistics (numbers: moments and percentiles)."""
+
+    rows: int
+    missing: int
+    n_numbers: int = 0
+    sum: float = 0.0
+    sum_squares: float = 0.0
+    low: float = math.nan
+    high: float = math.nan
+    percentiles: np.ndarray | None = None
 
 
 @dataclass
@@ -29,20 +54,42 @@ class FeatureBins:
     edges: np.ndarray | None
     categories: list[str] | None
     reference: np.ndarray
+    shift: float = 0.0
+    reference_summary: ChunkSummary | None = None
+
+    def numbers(self, values: np.ndarray) -> np.ndarray:
+        """The values as floats (NaN where missing or not a number)."""
+        kind = values.dtype.kind
+        return np.asarray(values, dtype=np.float64) if kind in "biuf" else _to_float(values.astype(object))
 
     def count(self, values: np.ndarray) -> np.ndarray:
         """Bin counts of `values` (missing values are not counted)."""
+        return self.measure(values)[0]
+
+    def measure(self, values: np.ndarray) -> tuple[np.ndarray, ChunkSummary]:
+        """Bin counts and summary of `values`."""
         if self.kind == "numeric":
-            kind = values.dtype.kind
-            v = np.asarray(values, dtype=np.float64) if kind in "biuf" else _to_float(values.astype(object))
+            v = self.numbers(values)
             v = v[np.isfinite(v)]
             idx = np.clip(np.searchsorted(self.edges, v, side="right") - 1, 0, len(self.edges) - 2)
-            return np.bincount(idx, minlength=len(self.edges) - 1).astype(np.float64)
+            counts = np.bincount(idx, minlength=len(self.edges) - 1).astype(np.float64)
+            summary = ChunkSummary(rows=len(values), missing=len(values) - v.size, n_numbers=int(v.size))
+            if v.size:
+                centred = v - self.shift
+                summary.sum = float(centred.sum())
+                summary.sum_squares = float(np.dot(centred, centred))
+                summary.percentiles = np.percentile(v, _PERCENTILES)
+                summary.low, summary.high = float(summary.percentiles[0]), float(summary.percentiles[-1])
+            return counts, summary
         assert self.categories is not None
         cats = np.asarray(self.categories, dtype=object)
         v = np.asarray(values, dtype=object)
         v = v[v != None]  # noqa: E711 - element-wise comparison on an object array
         keys = v.astype(str)
+        blank = np.isin(keys, list(MISSING_STRINGS))
+        if blank.any():
+            keys = keys[~blank]
+        summary = ChunkSummary(rows=len(values), missing=len(values) - keys.size)
         order = np.argsort(cats.astype(str))
         sorted_cats = cats.astype(str)[order]
         pos = np.searchsorted(sorted_cats, keys)
@@ -51,7 +98,7 @@ class FeatureBins:
         counts = np.zeros(len(cats) + 1)
         np.add.at(counts, order[pos[hit]], 1)
         counts[-1] = np.count_nonzero(~hit)
-        return counts
+        return counts, summary
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:
@@ -73,7 +120,7 @@ def fit_bins(values: np.ndarray) -> FeatureBins | None:
         edges = np.unique(np.quantile(v, np.linspace(0, 1, _BINS + 1)))
         if edges.size < 2:
             edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-        bins = FeatureBins("numeric", edges, None, np.zeros(edges.size - 1))
+        bins = FeatureBins("numeric", edges, None, np.zeros(edges.size - 1), shift=float(np.median(v)))
     else:
         v = values[values != None]  # noqa: E711
         if v.size == 0:
@@ -81,7 +128,7 @@ def fit_bins(values: np.ndarray) -> FeatureBins | None:
         cats, counts = np.unique(v.astype(str), return_counts=True)
         top = cats[np.argsort(-counts, kind="stable")][:_TOP_CATEGORIES]
         bins = FeatureBins("categorical", None, [str(c) for c in top], np.zeros(len(top) + 1))
-    bins.reference = bins.count(values)
+    bins.reference, bins.reference_summary = bins.measure(values)
     return bins
 
 
@@ -94,7 +141,7 @@ class DistributionTracker:
 
     window_rows: int
     features: dict[str, FeatureBins] = field(default_factory=dict)
-    chunks: deque[tuple[int, dict[str, np.ndarray]]] = field(default_factory=deque)
+    chunks: deque[tuple[int, dict[str, tuple[np.ndarray, ChunkSummary]]]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -123,7 +170,9 @@ class DistributionTracker:
         with self._lock:
             features = self.features  # replaced, never mutated, by set_reference
         counts = {
-            name: bins.count(np.asarray(columns[name])) for name, bins in features.items() if name in columns
+            name: bins.measure(np.asarray(columns[name]))
+            for name, bins in features.items()
+            if name in columns
         }
         with self._lock:
             if features is not self.features:
@@ -141,21 +190,60 @@ class DistributionTracker:
         out: dict[str, dict[str, Any]] = {}
         for name, bins in features.items():
             current = np.zeros_like(bins.reference)
+            parts = []
             for _, counts in chunks:
                 if name in counts:
-                    current += counts[name]
+                    current += counts[name][0]
+                    parts.append(counts[name][1])
             if bins.kind == "numeric":
                 labels = [f"{a:.4g}" for a in bins.edges[:-1]]
             else:
                 labels = [*bins.categories, "other"]
+            ref_summary = [bins.reference_summary] if bins.reference_summary is not None else []
             out[name] = {
                 "kind": bins.kind,
                 "labels": labels,
                 "edges": None if bins.edges is None else bins.edges.tolist(),
                 "reference": _shares(bins.reference),
                 "current": _shares(current),
+                "stats": {
+                    "reference": summary_statistics(ref_summary, bins.shift),
+                    "current": summary_statistics(parts, bins.shift),
+                },
             }
         return out
+
+
+def summary_statistics(parts: list[ChunkSummary], shift: float) -> dict[str, Any]:
+    """Rows, missing share and (for numbers) mean, standard deviation, min, quantiles and max of chunks."""
+    rows = sum(p.rows for p in parts)
+    missing = sum(p.missing for p in parts)
+    out: dict[str, Any] = {"rows": rows, "missing_share": missing / rows if rows else None}
+    numbers = [p for p in parts if p.n_numbers and p.percentiles is not None]
+    n = sum(p.n_numbers for p in numbers)
+    if not n:
+        return out
+    mean_c = sum(p.sum for p in numbers) / n
+    var = max(0.0, sum(p.sum_squares for p in numbers) / n - mean_c**2)
+    out.update(mean=shift + mean_c, std=math.sqrt(var), min=min(p.low for p in numbers))
+    out["max"] = max(p.high for p in numbers)
+    out["quantiles"] = dict(
+        zip((f"p{round(q * 100)}" for q in QUANTILES), _merged_quantiles(numbers, n), strict=True)
+    )
+    return out
+
+
+def _merged_quantiles(parts: list[ChunkSummary], n: int) -> list[float]:
+    """Quantiles of the union of chunks, each chunk standing for its percentiles weighted by its size."""
+    if len(parts) == 1:
+        assert parts[0].percentiles is not None
+        return [float(np.interp(q * 100, _PERCENTILES, parts[0].percentiles)) for q in QUANTILES]
+    points = np.concatenate([p.percentiles for p in parts if p.percentiles is not None])
+    weights = np.concatenate([np.full(_PERCENTILES.size, p.n_numbers / _PERCENTILES.size) for p in parts])
+    order = np.argsort(points, kind="stable")
+    points, weights = points[order], weights[order]
+    cumulative = (np.cumsum(weights) - weights / 2) / n
+    return [float(np.interp(q, cumulative, points)) for q in QUANTILES]
 
 
 def _shares(counts: np.ndarray) -> list[float]:

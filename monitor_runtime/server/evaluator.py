@@ -29,10 +29,12 @@ from monitor_runtime.server.crash import (
     feedback_record,
     format_traceback,
 )
+from monitor_runtime.server.history import EvaluationHistory, history_entry
 from monitor_runtime.server.host import EvaluationTimeout, MonitorHost
 from monitor_runtime.server.jsonlog import JsonLogger
 from monitor_runtime.server.metrics import RuntimeMetrics
 from monitor_runtime.server.parsing import Batch
+from monitor_runtime.server.prediction_quality import SCORE_COLUMN
 from monitor_runtime.server.settings import RuntimeSettings
 
 CHECKPOINT_FORMAT = 1
@@ -134,6 +136,27 @@ def concat_batches(
             [b.actuals if b.actuals is not None else np.full(b.n_rows, np.nan) for b in sel]
         )
     return columns, preds, acts
+
+
+def lift_scores(batches: list[Batch], columns: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Take the `_score` column out of the features (it is not one); the scores line up with the
+    predictions `concat_batches` returns (rows of batches without predictions are left out)."""
+    if columns.pop(SCORE_COLUMN, None) is None:
+        return None
+    parts = []
+    for b in batches:
+        if b.predictions is None:
+            continue
+        raw = b.columns.get(SCORE_COLUMN)
+        try:
+            part = np.full(b.n_rows, np.nan) if raw is None else np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):  # parsing checks `_score` is numeric; this only keeps rows aligned
+            part = np.full(b.n_rows, np.nan)
+        parts.append(part)
+    return np.concatenate(parts) if parts else None
+
+
+PredictionObserver = Callable[[str, np.ndarray, np.ndarray, "np.ndarray | None"], None]
 
 
 # Where the reference the runtime handed to the monitor came from (shown in the report).
@@ -243,6 +266,9 @@ class Evaluator:
         # Runtime-side observers (report-page bins); run on a pool thread, outside the guard.
         self.on_reference: Callable[[dict[str, np.ndarray], int], None] | None = None
         self.on_evaluated: Callable[[dict[str, np.ndarray], int], None] | None = None
+        # ("reference" | "current", predictions, actuals, scores) for the report's prediction quality.
+        self.on_predictions: PredictionObserver | None = None
+        self.history = EvaluationHistory(settings.history_size)
         self._busy = asyncio.Lock()
 
     # ------------------------------------------------------------ ingestion side (event loop, no awaits)
@@ -334,6 +360,7 @@ class Evaluator:
         if not batches:
             return
         columns, preds, acts = concat_batches(batches, self.max_columns)
+        scores = lift_scores(batches, columns)
         n_rows = sum(b.n_rows for b in batches)
         if not self.has_reference:
             # Exactly `reference_size` rows form the reference; the rest wait for the first evaluation
@@ -345,7 +372,8 @@ class Evaluator:
                 self.pending_rows += rest.n_rows
                 self.metrics.pending_rows.set(self.pending_rows)
                 self._wake.set()
-            await self._set_reference({name: col[:k] for name, col in columns.items()}, k, bootstrap=True)
+            if await self._set_reference({name: col[:k] for name, col in columns.items()}, k, bootstrap=True):
+                await self.observe_predictions("reference", preds, acts, scores)
             return
         method = "monitor_features"
         try:
@@ -371,6 +399,16 @@ class Evaluator:
         self.metrics.record_result(result)
         self.metrics.last_evaluation.set(self.evaluated_at)
         await self._observe(self.on_evaluated, columns, n_rows)
+        await self.observe_predictions("current", preds, acts, scores)
+        self.history.add(
+            history_entry(
+                result,
+                at=self.evaluated_at,
+                version=self.identity.get("version"),
+                code_sha256=self.identity.get("code_sha256"),
+                rows=n_rows,
+            )
+        )
         if isinstance(pred_result, Mapping):
             self.latest_predictions = dict(pred_result)
             self.metrics.record_predictions(pred_result)
@@ -485,6 +523,15 @@ class Evaluator:
         if observer is not None:
             await asyncio.get_running_loop().run_in_executor(None, observer, columns, n)
 
+    async def observe_predictions(
+        self, period: str, preds: np.ndarray | None, acts: np.ndarray | None, scores: np.ndarray | None
+    ) -> None:
+        """Hand a period's predictions, actuals and scores to the report's observer (on a pool thread)."""
+        if self.on_predictions is None or preds is None or acts is None:
+            return
+        observer = self.on_predictions
+        await asyncio.get_running_loop().run_in_executor(None, observer, period, preds, acts, scores)
+
     async def _failed(
         self, exc: Exception, columns: Mapping[str, np.ndarray], n_rows: int, method: str
     ) -> None:
@@ -557,6 +604,7 @@ class Evaluator:
             "rows_in_last_evaluation": self.rows_in_last_evaluation,
             "rows_ingested": self.rows_ingested,
             "rows_dropped": self.rows_dropped,
+            "history": self.history.to_json(),
             "pending": [
                 {"columns": b.columns, "n_rows": b.n_rows, "predictions": b.predictions, "actuals": b.actuals}
                 for b in self.pending
@@ -577,6 +625,8 @@ class Evaluator:
         self.rows_in_last_evaluation = int(state.get("rows_in_last_evaluation") or 0)
         self.rows_ingested = int(state.get("rows_ingested") or 0)
         self.rows_dropped = int(state.get("rows_dropped") or 0)
+        if state.get("history") is not None:
+            self.history = EvaluationHistory.from_json(state["history"], self.settings.history_size)
         for item in state.get("pending") or []:
             batch = Batch(
                 columns=item["columns"],

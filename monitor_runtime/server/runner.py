@@ -34,6 +34,7 @@ from monitor_runtime.server.evaluator import (
     reference_from_first_window,
 )
 from monitor_runtime.server.guarding import guard_factory
+from monitor_runtime.server.history import EvaluationHistory
 from monitor_runtime.server.host import MonitorHost
 from monitor_runtime.server.jsonlog import JsonLogger
 from monitor_runtime.server.metrics import RuntimeMetrics
@@ -260,6 +261,7 @@ class MonitorProcess:
                 "runtime": runtime_state,
                 "reference_kinds": self.runtime.reference_kinds,
                 "distributions": self.runtime.distributions,
+                "quality": self.runtime.quality,
                 "batches": self.runtime.batches,
                 "unknown_columns": sorted(self.runtime.unknown_columns),
             }
@@ -291,6 +293,10 @@ class MonitorProcess:
             return
         if state is None:
             return
+        # The history is plain data, kept across versions: the report marks where the version changed.
+        history = (state.get("runtime") or {}).get("history")
+        if history is not None:
+            self.evaluator.history = EvaluationHistory.from_json(history, self.settings.history_size)
         if state.get("code_sha256") != self.identity["code_sha256"]:
             self.log(
                 "checkpoint.skipped",
@@ -316,6 +322,8 @@ class MonitorProcess:
         if state.get("distributions") is not None:
             self.runtime.distributions = state["distributions"]
             self.evaluator.on_evaluated = self.runtime.distributions.add_current
+        if state.get("quality") is not None:
+            self.runtime.quality = state["quality"]
         self.runtime.batches = int(state.get("batches") or 0)
         self.runtime.unknown_columns = set(state.get("unknown_columns") or ())
         self.log.poet_event(

@@ -41,6 +41,8 @@ class RuntimeSettings:
     max_metric_classes: int = 20
     # A reference with fewer rows is refused (422): no drift test says anything useful on it.
     min_reference_rows: int = 30
+    # Evaluations kept for the report's history charts and GET /v1/history.
+    history_size: int = 100
     shutdown_grace_s: float = 10.0
     # Everything after SIGTERM (draining, the evaluation in progress, the final checkpoint) ends within this
     # time; keep it below the pod's terminationGracePeriodSeconds (Kubernetes' default is 30 s).

@@ -65,7 +65,7 @@ def test_run_prints_the_report_in_all_three_formats() -> None:
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     for name in ("income", "credit_score", "age", "tenure_months", "plan", "region"):
         assert f"<b>{name}</b>" in html
-    assert html.count("<svg") == 6
+    assert html.count("<svg") == 7  # a distribution chart per feature and the overall history
 
 
 def test_the_same_columns_come_from_csv_json_lines_and_parquet(tmp_path: Path) -> None:

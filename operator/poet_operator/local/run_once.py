@@ -16,7 +16,9 @@ from monitor_runtime import contract, json_safe
 from monitor_runtime.server.crash import exception_signature
 from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.guarding import guard_factory
+from monitor_runtime.server.history import history_entry
 from monitor_runtime.server.host import MonitorHost
+from monitor_runtime.server.prediction_quality import SCORE_COLUMN, PredictionQuality, quality_settings
 from monitor_runtime.server.report_page import render_report_page, severity_order
 from poet_operator.local.files import DataFileError, read_columns
 from poet_operator.poet.events import ListSink
@@ -69,7 +71,9 @@ def run_version(
     """Run a verified version once under the guard: the reference, then `detect_drift` over the current file.
 
     `detect_drift` compares the current data as one batch (no windowing), which is what a one-off run over
-    a file means; predictions are scored when the files carry `_prediction` and `_actual` columns.
+    a file means; predictions are scored when the files carry `_prediction` and `_actual` columns (and
+    `_score`, the positive class's score, for AUC): by the monitor over the current file, and by the report's
+    quality tracker over both files, so the report compares the two periods.
     """
     from monitor_runtime import toolkit
 
@@ -79,8 +83,9 @@ def run_version(
         raise RunError(str(exc)) from None
     host = MonitorHost(None, guard_factory())
     code_file = str(directory / contract.CODE_FILE)
-    features = {k: v for k, v in current.items() if k not in ("_prediction", "_actual")}
-    ref_features = {k: v for k, v in reference.items() if k not in ("_prediction", "_actual")}
+    special = ("_prediction", "_actual", SCORE_COLUMN)
+    features = {k: v for k, v in current.items() if k not in special}
+    ref_features = {k: v for k, v in reference.items() if k not in special}
     try:
         host.construct(
             lambda: contract.monitor_class_of(
@@ -102,6 +107,12 @@ def run_version(
     tracker = DistributionTracker(window_rows=10**12)
     tracker.set_reference(ref_features)
     tracker.add_current(features, _n_rows(features))
+    task, positive = quality_settings(manifest.spec)
+    quality = PredictionQuality(task, positive, window_rows=max(1, _n_rows(features)))
+    for period, columns in (("reference", reference), ("current", current)):
+        if "_prediction" in columns and "_actual" in columns:
+            add = quality.set_reference if period == "reference" else quality.add_current
+            add(columns["_prediction"], columns["_actual"], columns.get(SCORE_COLUMN))
     generator = manifest.generator.kind
     report = {
         **result,
@@ -121,6 +132,7 @@ def run_version(
         "timing": {"evaluated_at": time.time(), "evaluation_seconds": seconds},
         "ingestion": {"rows": _n_rows(features), "batches": 1},
         "predictions": predictions,
+        "quality": quality.snapshot(),
     }
     return report, tracker.snapshot()
 
@@ -134,7 +146,16 @@ def write_report(report: Mapping[str, Any], distributions: Mapping[str, Any], fm
     if fmt == "json":
         out.write(json_safe.dumps(report, indent=2) + "\n")
     elif fmt == "html":
-        out.write(render_report_page(report, distributions))
+        # One run is one evaluation: the history holds just it.
+        version = report.get("version") or {}
+        entry = history_entry(
+            report,
+            at=float((report.get("timing") or {}).get("evaluated_at") or time.time()),
+            version=version.get("version"),
+            code_sha256=version.get("code_sha256"),
+            rows=int((report.get("ingestion") or {}).get("rows") or 0),
+        )
+        out.write(render_report_page(report, distributions, history=[entry]))
     else:
         out.write(format_table(report))
 

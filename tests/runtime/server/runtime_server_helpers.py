@@ -148,6 +148,36 @@ def frame(n: int, seed: int, *, shift: float = 0.0, extra: bool = False) -> dict
     return cols
 
 
+def engine_report_case() -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A real drift result with one feature for each way a verdict can go."""
+    from scipy import stats
+
+    from monitor_runtime.drift import detect_drift
+
+    rng = np.random.default_rng(11)
+    grid = stats.norm.ppf((np.arange(60) + 0.5) / 60)  # 60 evenly spread normal values
+    income = rng.normal(50_000, 10_000, 2000).round(0)
+    income_cur = rng.permutation(income)
+    income_cur[:400] = np.nan  # only the missing share moves: 0% -> 20%
+    reference = {
+        "shifted": rng.normal(0, 1, 3000),
+        "credit_score": grid * 50 + 680,
+        "big_tiny_shift": rng.normal(0, 1, 200_000),
+        "annual_income": income,
+        "plan": rng.choice(np.array(["basic", "plus"], dtype=object), 3000),
+    }
+    plan_cur = rng.choice(np.array(["basic", "plus"], dtype=object), 3000)
+    plan_cur[:300] = "enterprise"  # a category the reference never saw
+    current = {
+        "shifted": rng.normal(1.0, 1, 3000),
+        "credit_score": grid * 50 + 692,
+        "big_tiny_shift": rng.normal(0.03, 1, 200_000),
+        "annual_income": income_cur,
+        "plan": plan_cur,
+    }
+    return detect_drift(reference, current), reference, current
+
+
 def columns_json(cols: Mapping[str, np.ndarray], **extra: Any) -> bytes:
     """A `{"columns": ...}` JSON body."""
     return json.dumps({"columns": {k: v.tolist() for k, v in cols.items()}, **extra}).encode()

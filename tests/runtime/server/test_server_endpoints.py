@@ -242,7 +242,7 @@ async def test_report_page_is_self_contained_html(version_dir: Path) -> None:
         html = await resp.text()
         for name in ("age", "income", "segment", "credit-monitor"):
             assert name in html
-        assert html.count("<svg") == 3
+        assert html.count("<svg") == 4  # one distribution chart per feature and the overall history
         # Sorted by importance-weighted severity: the drifted feature comes first.
         assert html.index("<b>age</b>") < html.index("<b>income</b>")
         assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", html)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .runtime_server_helpers import columns_json, frame, free_port, http, wait_until
+from .runtime_server_helpers import columns_json, engine_report_case, frame, free_port, http, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -85,11 +85,13 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(
+_needs_chromium = pytest.mark.skipif(
     _chromium() is None, reason="Debian's `chromium` package is not installed (.ci/run installs it)"
 )
-def test_headless_chromium_renders_the_report_page(version_dir: Path, server_factory, tmp_path: Path) -> None:
-    server = _drifted_server(server_factory, version_dir)
+
+
+def _render_in_chromium(url: str, tmp_path: Path, shot: Path) -> str:
+    """Open `url` in headless Chromium: one run writes the screenshot and prints the DOM it built."""
     flags = [
         _chromium(),
         "--headless",
@@ -103,25 +105,83 @@ def test_headless_chromium_renders_the_report_page(version_dir: Path, server_fac
         "--disable-dev-shm-usage",
         "--hide-scrollbars",
     ]
-    shot = tmp_path / "report.png"
-    # One browser run renders the page, writes the screenshot and prints the DOM it built.
-    dom = subprocess.run(
+    return subprocess.run(
         [
             *flags,
             f"--user-data-dir={tmp_path / 'profile'}",
             f"--screenshot={shot}",
             "--window-size=1280,900",
             "--dump-dom",
-            server.url + "/report",
+            url,
         ],
         check=True,
         capture_output=True,
         timeout=90,
         text=True,
     ).stdout
+
+
+@_needs_chromium
+def test_headless_chromium_renders_the_report_page(version_dir: Path, server_factory, tmp_path: Path) -> None:
+    server = _drifted_server(server_factory, version_dir)
+    shot = tmp_path / "report.png"
+    dom = _render_in_chromium(server.url + "/report", tmp_path, shot)
     for name in ("age", "income", "segment"):
         assert f"<b>{name}</b>" in dom
-    assert dom.count("<svg") == 3 and "<rect" in dom
+    assert dom.count("<svg") == 4 and "<rect" in dom  # a chart per feature and the overall history
+    assert "How verdicts are reached" in dom and "Drift in the distribution" in dom
+    assert "<th>median</th>" in dom and "share of rows" in dom
+    _assert_not_blank(shot)
+
+
+@_needs_chromium
+def test_headless_chromium_shows_each_explanation_and_section(tmp_path: Path) -> None:
+    """A page whose data produces every kind of verdict, quality and a version change in the history."""
+    import numpy as np
+
+    from monitor_runtime.server.distributions import DistributionTracker
+    from monitor_runtime.server.history import EvaluationHistory, history_entry
+    from monitor_runtime.server.prediction_quality import PredictionQuality
+    from monitor_runtime.server.report_page import render_report_page
+
+    result, reference, current = engine_report_case()
+    tracker = DistributionTracker(window_rows=10**9)
+    tracker.set_reference(reference)
+    tracker.add_current(current, 200_000)
+    rng = np.random.default_rng(4)
+    actual = rng.integers(0, 2, 500).astype(float)
+    score = np.clip(0.6 * actual + rng.normal(0.2, 0.2, 500), 0, 1)
+    quality = PredictionQuality("classification", None, window_rows=500)
+    quality.set_reference((score > 0.5).astype(float), actual, score)
+    quality.add_current((score > 0.6).astype(float), actual, score)
+    history = EvaluationHistory(limit=10)
+    for i in range(4):
+        history.add(history_entry(result, at=1.8e9 + 60 * i, version=1 + i // 2, code_sha256="x", rows=100))
+    report = {**result, "status": "ok", "version": {"monitor": "credit-risk", "version": 2}}
+    report["quality"] = quality.snapshot()
+    page = tmp_path / "report.html"
+    page.write_text(render_report_page(report, tracker.snapshot(), history.as_list()), encoding="utf-8")
+    shot = tmp_path / "report.png"
+    dom = _render_in_chromium(page.as_uri(), tmp_path, shot)
+    for phrase in (
+        "Drift in the distribution",
+        "No drift, decided by the p-value",
+        "No drift, decided by the effect size",
+        "Drift in missing values: missing values went from 0.0% to 20.0% of rows",
+        "never seen in the reference",
+        "Low confidence",
+        "A feature drifts when two gates both pass",
+        "<th>AUC</th>",
+        "actual ↓ predicted →",
+        ">v2</text>",
+        "threshold 0.025",
+        "critical 0.25",
+        "value (bins: reference quantiles)",
+        "share of rows (reference, current)",
+    ):
+        assert phrase in dom, phrase
+    # Five distribution charts, five feature histories and the overall history.
+    assert dom.count("<svg") == 11
     _assert_not_blank(shot)
 
 

@@ -1,0 +1,166 @@
+"""The report over real HTTP: prediction quality with `_score`, the history endpoint, history across
+versions through the checkpoint, and the page before the first evaluation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from .runtime_server_helpers import GOOD_MONITOR, SPEC, columns_json, frame, running_monitor, write_version
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, Any]:
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def _wait(session: aiohttp.ClientSession, url: str, predicate: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    body: Any = None
+    while time.monotonic() < deadline:
+        status, text = await _get(session, url)
+        body = json.loads(text) if status == 200 else None
+        if body is not None and predicate(body):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never satisfied the condition: {json.dumps(body)[:2000]}")
+
+
+def _with_predictions(n: int, seed: int, *, quality: float, shift: float = 0.0) -> dict[str, np.ndarray]:
+    """Feature columns plus `_prediction`, `_actual` and `_score`; `quality`: how well the score separates."""
+    rng = np.random.default_rng(seed)
+    cols = frame(n, seed, shift=shift)
+    actual = rng.integers(0, 2, n)
+    score = np.clip(quality * actual + rng.normal((1 - quality) / 2 + 0.1, 0.2, n), 0, 1).round(4)
+    cols["_prediction"] = (score > 0.5).astype(float)
+    cols["_actual"] = actual.astype(float)
+    cols["_score"] = score
+    return cols
+
+
+async def test_score_column_gives_auc_for_reference_period_and_current_window(tmp_path: Path) -> None:
+    spec = {**SPEC, "predictions": {"task": "classification"}}
+    code_dir = write_version(tmp_path / "v1", spec=spec)
+    # `reject`: columns outside the spec are refused, so `_score` must be known as the score column.
+    async with (
+        running_monitor(code_dir, unknown_columns="reject") as (_, base),
+        aiohttp.ClientSession() as s,
+    ):
+        status, answer = await _post(
+            s, base + "/v1/reference", columns_json(_with_predictions(800, 1, quality=0.7))
+        )
+        assert status == 200 and "_score" not in answer["columns"]
+        status, answer = await _post(
+            s, base + "/v1/batches", columns_json(_with_predictions(400, 2, quality=0.2))
+        )
+        assert status == 202, answer
+        report = await _wait(s, base + "/v1/report", lambda r: (r.get("quality") or {}).get("current"))
+        assert sorted(report["features"]) == ["age", "income", "segment"]  # `_score` is not a feature
+        quality = report["quality"]
+        assert quality["task"] == "classification"
+        assert quality["reference"]["auc"] > 0.9 and quality["current"]["auc"] < quality["reference"]["auc"]
+        assert quality["current"]["n"] == 400 and len(quality["current"]["confusion_matrix"]) == 2
+        assert report["predictions"]["n"] == 400  # the monitor's own result is still reported as before
+        _, html = await _get(s, base + "/report")
+        assert "<th>AUC</th>" in html and html.count("<table class='cm'>") == 2
+
+
+async def test_history_endpoint_keeps_the_last_evaluations(version_dir: Path) -> None:
+    async with running_monitor(version_dir, history_size=2) as (_, base), aiohttp.ClientSession() as s:
+        await _post(s, base + "/v1/reference", columns_json(frame(600, 1)))
+        for i in range(3):
+            await _post(s, base + "/v1/batches", columns_json(frame(200, 10 + i, shift=float(i))))
+            await _wait(
+                s, base + "/v1/report", lambda r, i=i: r["ingestion"]["rows_evaluated"] >= 200 * (i + 1)
+            )
+        history = await _wait(s, base + "/v1/history", lambda h: len(h["evaluations"]) == 2)
+        assert history["limit"] == 2
+        first, last = history["evaluations"]
+        assert first["at"] <= last["at"] and last["version"] == 1 and last["rows"] == 200
+        assert set(last["features"]) == {"age", "income", "segment"}
+        age = last["features"]["age"]
+        assert age["drift"] and age["threshold"] == 0.025 and age["decided_by"] == "distribution"
+        _, html = await _get(s, base + "/report")
+        assert "score over the last evaluations" in html and "2 evaluations, oldest first" in html
+
+
+async def test_history_survives_a_new_version_and_marks_the_change(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    v1 = write_version(tmp_path / "v1")
+    async with running_monitor(v1, checkpoint_dir=checkpoints) as (_, base), aiohttp.ClientSession() as s:
+        await _post(s, base + "/v1/reference", columns_json(frame(600, 1)))
+        for i in range(2):
+            await _post(s, base + "/v1/batches", columns_json(frame(200, 20 + i)))
+            await _wait(
+                s, base + "/v1/report", lambda r, i=i: r["ingestion"]["rows_evaluated"] >= 200 * (i + 1)
+            )
+    # Version 2 is other code: its monitor starts fresh, but the history (plain data) carries over.
+    v2 = write_version(tmp_path / "v2", code=GOOD_MONITOR + "\n# version 2\n", version=2)
+    async with running_monitor(v2, checkpoint_dir=checkpoints) as (_, base), aiohttp.ClientSession() as s:
+        _, text = await _get(s, base + "/v1/history")
+        assert [e["version"] for e in json.loads(text)["evaluations"]] == [1, 1]
+        await _post(s, base + "/v1/reference", columns_json(frame(600, 1)))
+        await _post(s, base + "/v1/batches", columns_json(frame(200, 30, shift=2.0)))
+        history = await _wait(s, base + "/v1/history", lambda h: len(h["evaluations"]) == 3)
+        assert [e["version"] for e in history["evaluations"]] == [1, 1, 2]
+        _, html = await _get(s, base + "/report")
+        assert ">v2</text>" in html and "1 version change marked" in html
+
+
+async def test_before_the_first_window_the_page_counts_reference_rows(tmp_path: Path) -> None:
+    spec = {**SPEC, "reference": {"source": "first_window"}}
+    code_dir = write_version(tmp_path / "v1", spec=spec)
+    async with running_monitor(code_dir) as (_, base), aiohttp.ClientSession() as s:
+        _, html = await _get(s, base + "/report")
+        assert "0 of 400 reference rows received" in html
+        await _post(s, base + "/v1/batches", columns_json(frame(150, 1)))
+        _, html = await _get(s, base + "/report")
+        assert "150 of 400 reference rows received" in html and "No evaluation yet" in html
+        report = json.loads((await _get(s, base + "/v1/report"))[1])
+        assert report["window"]["reference_size"] == 400 and report["window"]["reference_from_first_window"]
+
+
+async def test_a_new_versions_pod_takes_the_history_of_the_one_before(tmp_path: Path) -> None:
+    v1 = write_version(tmp_path / "v1")
+    v2 = write_version(tmp_path / "v2", code=GOOD_MONITOR + "\n# version 2\n", version=2)
+    async with (
+        running_monitor(v1) as (_, old),
+        running_monitor(v2) as (_, new),
+        aiohttp.ClientSession() as s,
+    ):
+        await _post(s, old + "/v1/reference", columns_json(frame(600, 1)))
+        for i in range(2):
+            await _post(s, old + "/v1/batches", columns_json(frame(200, 40 + i)))
+            await _wait(
+                s, old + "/v1/report", lambda r, i=i: r["ingestion"]["rows_evaluated"] >= 200 * (i + 1)
+            )
+        await _post(s, new + "/v1/reference", columns_json(frame(600, 1)))
+        await _post(s, new + "/v1/batches", columns_json(frame(200, 50, shift=2.0)))
+        await _wait(s, new + "/v1/report", lambda r: r["status"] == "ok")
+        # As an operator hands a reference over: GET from the old pod, POST to the new one.
+        _, body = await _get(s, old + "/v1/history")
+        async with s.post(
+            new + "/v1/history", data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            assert resp.status == 200 and await resp.json() == {"received": 2, "evaluations": 3}
+        history = await _wait(s, new + "/v1/history", lambda h: len(h["evaluations"]) == 3)
+        assert [e["version"] for e in history["evaluations"]] == [1, 1, 2]
+        _, html = await _get(s, new + "/report")
+        assert ">v2</text>" in html
+        bad = json.dumps({"evaluations": [{"at": "yesterday"}]}).encode()
+        async with s.post(
+            new + "/v1/history", data=bad, headers={"Content-Type": "application/json"}
+        ) as resp:
+            assert resp.status == 400
+            assert "evaluations[0].at" in (await resp.json())["error"]

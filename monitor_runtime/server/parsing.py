@@ -6,6 +6,7 @@ touches runtime state, so a rejected request leaves everything as it was.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import csv
 import functools
@@ -276,7 +277,7 @@ def _side_columns(raw: Mapping[str, Any], batch: Batch) -> Batch:
 # ---------------------------------------------------------------- columns and types
 
 
-def _build_batch(raw: Mapping[str, Any], schema: Schema) -> Batch:
+def _build_batch(raw: Mapping[str, Any], schema: Schema, *, typed: bool = False) -> Batch:
     if not raw:
         raise BadRequest("empty batch: no columns; send at least one feature column")
     lengths = {name: len(values) for name, values in raw.items()}
@@ -306,16 +307,31 @@ def _build_batch(raw: Mapping[str, Any], schema: Schema) -> Batch:
                     "declare it in the spec's features",
                     column=name,
                 )
-    columns = {name: _column_array(name, values, schema.kinds.get(name)) for name, values in raw.items()}
+    if typed:  # final numpy columns: only the kind check is left (no pass over the values)
+        kinds = schema.kinds
+        columns = {
+            name: _check_kind(name, arr, CATEGORICAL if arr.dtype == object else NUMERIC, kinds.get(name))
+            for name, arr in raw.items()
+        }
+    else:
+        columns = {name: _column_array(name, values, schema.kinds.get(name)) for name, values in raw.items()}
     return Batch(columns=columns, n_rows=n)
 
 
 def _column_array(name: str, values: Any, expected: str | None) -> np.ndarray:
     """A JSON list to a numpy column: float64 for numbers (null -> NaN), object for strings (null -> None)."""
+    first = type(values[0]) if len(values) else None
+    if first is float or first is int:
+        # The common case, a column of plain numbers, by a C loop that accepts only real numbers (a string
+        # or null among them raises); numpy's own list conversion first infers a dtype (about 1.5x slower).
+        with contextlib.suppress(TypeError, OverflowError):
+            return _check_kind(name, np.frombuffer(array.array("d", values)), NUMERIC, expected)
     if isinstance(values, np.ndarray):
         arr = values
-    elif values and type(values[0]) is str and set(map(type, values)) <= {str, _NONE}:
+    elif first is str and _all_str(values):
         # Strings go straight to an object array: via numpy's fixed-width unicode they would be copied twice.
+        return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
+    elif first is str and set(map(type, values)) <= {str, _NONE}:
         return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
     else:
         try:
@@ -379,6 +395,15 @@ def _column_array(name: str, values: Any, expected: str | None) -> np.ndarray:
         row=row,
         expected="number, string or null",
     )
+
+
+def _all_str(values: Any) -> bool:
+    """True when every value is a str: `str.join` checks that in C, faster than collecting the types."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
 
 
 def _first_offender(values: list[Any], types: set[type]) -> tuple[int, Any]:
@@ -465,13 +490,16 @@ def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
         )
     if pa is None or len(body) <= _SMALL_CSV_BYTES:
         return _parse_csv_small(body, schema, delimiter)
-    # Columns the schema knows as numbers are read as float64 without type inference; if one holds
+    # Columns the schema knows as numbers, and those Arrow inferred as numbers in an earlier body with the
+    # same header, are read as float64 without type inference (most of the reader's time); if one holds
     # something else, the body is read again with inference, so the error names the cell as before.
     numeric = {name: pa.float64() for name, kind in schema.kinds.items() if kind == NUMERIC}
+    header = _csv_header_key(body, delimiter)
+    numeric.update(dict.fromkeys(_CSV_NUMERIC_BY_HEADER.get(header, ()), pa.float64()))
     for column_types in ([numeric, {}] if numeric else [{}]):
         try:
             table = pa_csv.read_csv(
-                io.BytesIO(body),
+                pa.py_buffer(body),
                 # One block: the whole body is one request, and splitting it only adds chunks to join.
                 read_options=pa_csv.ReadOptions(use_threads=False, block_size=len(body) + 1),
                 parse_options=pa_csv.ParseOptions(delimiter=delimiter),
@@ -482,7 +510,32 @@ def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
             if column_types:
                 continue
             raise BadRequest(f"malformed CSV: {exc}") from None
+    if header is not None and not column_types:
+        _learn_csv_numeric(header, table)
     return _from_table(table, schema, "CSV")
+
+
+# Header line -> the columns Arrow inferred as numbers under it. Reading such a column as float64 directly
+# gives the same values inference would: inference takes int64 or float64 for it, and both become float64
+# (a cell neither parses reads again with inference). Bounded: a client cycling through headers only
+# costs a re-inference each.
+_CSV_NUMERIC_BY_HEADER: dict[tuple[bytes, str], frozenset[str]] = {}
+_CSV_HEADERS_KEPT = 64
+_CSV_HEADER_KEY_BYTES = 64 * 1024
+
+
+def _csv_header_key(body: bytes, delimiter: str) -> tuple[bytes, str] | None:
+    end = body.find(b"\n", 0, _CSV_HEADER_KEY_BYTES)
+    return (body[:end], delimiter) if end > 0 else None
+
+
+def _learn_csv_numeric(header: tuple[bytes, str], table: Any) -> None:
+    numeric = frozenset(
+        f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    )
+    if len(_CSV_NUMERIC_BY_HEADER) >= _CSV_HEADERS_KEPT:
+        _CSV_NUMERIC_BY_HEADER.clear()
+    _CSV_NUMERIC_BY_HEADER[header] = numeric
 
 
 def _parse_csv_small(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
@@ -627,7 +680,8 @@ def table_to_columns(table: Any) -> dict[str, np.ndarray]:
             out[name] = col.to_numpy().astype(np.float64)
         elif pa.types.is_integer(typ) or pa.types.is_boolean(typ):
             out[name] = col.cast(pa.float64()).to_numpy()
-        elif pa.types.is_null(typ):
+        elif pa.types.is_null(typ) or col.null_count == len(col):
+            # Nothing but nulls: a missing number, as the JSON path reads a column of nulls.
             out[name] = np.full(len(col), np.nan)
         elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
             out[name] = col.to_numpy().astype(object, copy=False)
@@ -642,14 +696,16 @@ def _from_table(table: Any, schema: Schema, what: str) -> Batch:
     if len(set(table.column_names)) != table.num_columns:
         dup = next(n for n in table.column_names if table.column_names.count(n) > 1)
         raise BadRequest(f"{what} header names column {dup!r} twice", column=dup)
-    return _finish_columns(table_to_columns(table), schema, what)
+    return _finish_columns(table_to_columns(table), schema, what, typed=True)
 
 
-def _finish_columns(cols: dict[str, np.ndarray], schema: Schema, what: str) -> Batch:
+def _finish_columns(cols: dict[str, np.ndarray], schema: Schema, what: str, *, typed: bool = False) -> Batch:
+    """Check numpy columns against the schema; `typed` says they are already in their final form (float64,
+    or object holding only strings and None, at least one string), as `table_to_columns` makes them."""
     for name, arr in cols.items():
         if arr.dtype == object and schema.kinds.get(name) == NUMERIC:
             _raise_non_numeric(name, arr, what)
-    return _side_columns(cols, _build_batch(cols, schema))
+    return _side_columns(cols, _build_batch(cols, schema, typed=typed))
 
 
 def _raise_non_numeric(name: str, arr: np.ndarray, what: str) -> None:

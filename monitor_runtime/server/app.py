@@ -17,7 +17,15 @@ from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.evaluator import Evaluator, prepare_reference
 from monitor_runtime.server.history import parse_history
 from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
-from monitor_runtime.server.parsing import CATEGORICAL, NUMERIC, BadRequest, Batch, Schema, parse_body
+from monitor_runtime.server.parsing import (
+    CATEGORICAL,
+    NUMERIC,
+    BadRequest,
+    Batch,
+    Schema,
+    parse_body,
+    spec_kinds,
+)
 from monitor_runtime.server.prediction_quality import SCORE_COLUMN, PredictionQuality, quality_settings
 from monitor_runtime.server.report_page import render_report_page
 from monitor_runtime.server.settings import RuntimeSettings
@@ -49,7 +57,7 @@ class Runtime:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self.spec_kinds = _spec_kinds(spec)
+        self.spec_kinds = spec_kinds(spec)
         self.declared_features = _declared_names(spec)
         self.reference_kinds: dict[str, str] = {}
         # Called after a new reference is in force; the runner checkpoints at once, so a container restarted
@@ -266,23 +274,6 @@ def _declared_names(spec: Mapping[str, Any]) -> set[str]:
     if isinstance(features, Mapping):
         return {str(name) for name in features}
     return {str(f["name"]) for f in features if isinstance(f, Mapping) and "name" in f}
-
-
-def _spec_kinds(spec: Mapping[str, Any]) -> dict[str, str]:
-    """Declared feature kinds from the spec (`continuous` -> numeric, `categorical` -> categorical)."""
-    features = spec.get("features") or []
-    if isinstance(features, Mapping):
-        features = [{"name": k, **(v or {})} for k, v in features.items()]
-    out: dict[str, str] = {}
-    for f in features:
-        if not isinstance(f, Mapping) or "name" not in f:
-            continue
-        ftype = str(f.get("type", "auto"))
-        if ftype == "continuous":
-            out[str(f["name"])] = NUMERIC
-        elif ftype == "categorical":
-            out[str(f["name"])] = CATEGORICAL
-    return out
 
 
 # ---------------------------------------------------------------- handlers

@@ -79,6 +79,27 @@ class Schema:
     max_rows: int = 100_000
 
 
+def spec_kinds(spec: Mapping[str, Any]) -> dict[str, str]:
+    """Declared feature kinds from a spec mapping (`continuous` -> numeric, `categorical` -> categorical).
+
+    `poetmon serve` and `poetmon run` both check data against these, so a value that is not a number in a
+    continuous feature is refused alike, naming the column, the row and the value.
+    """
+    features = spec.get("features") or []
+    if isinstance(features, Mapping):
+        features = [{"name": k, **(v or {})} for k, v in features.items()]
+    out: dict[str, str] = {}
+    for f in features:
+        if not isinstance(f, Mapping) or "name" not in f:
+            continue
+        ftype = str(f.get("type", "auto"))
+        if ftype == "continuous":
+            out[str(f["name"])] = NUMERIC
+        elif ftype == "categorical":
+            out[str(f["name"])] = CATEGORICAL
+    return out
+
+
 def parse_body(body: bytes, content_type: str, schema: Schema) -> Batch:
     """Parse a request body by its content type into a validated `Batch`."""
     ctype = content_type.split(";", 1)[0].strip().lower()
@@ -512,7 +533,7 @@ def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
             raise BadRequest(f"malformed CSV: {exc}") from None
     if header is not None and not column_types:
         _learn_csv_numeric(header, table)
-    return _from_table(table, schema, "CSV")
+    return batch_from_table(table, schema, "CSV")
 
 
 # Header line -> the columns Arrow inferred as numbers under it. Reading such a column as float64 directly
@@ -655,7 +676,7 @@ def _parse_arrow(body: bytes, schema: Schema) -> Batch:
             table = pa_ipc.open_file(pa.BufferReader(body)).read_all()
         except pa.ArrowInvalid as exc:
             raise BadRequest(f"malformed Arrow IPC body: {exc}") from None
-    return _from_table(table, schema, "Arrow")
+    return batch_from_table(table, schema, "Arrow")
 
 
 def _parse_reference_npz(body: bytes, schema: Schema) -> Batch:
@@ -690,7 +711,8 @@ def table_to_columns(table: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _from_table(table: Any, schema: Schema, what: str) -> Batch:
+def batch_from_table(table: Any, schema: Schema, what: str) -> Batch:
+    """An Arrow table (from a body or a file) to a checked `Batch`; `what` names the format in errors."""
     if table.num_columns == 0:
         raise BadRequest(f"empty batch: the {what} body has no columns")
     if len(set(table.column_names)) != table.num_columns:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from monitor_runtime.server.parsing import BadRequest, Schema, parse_body, table_to_columns
+from monitor_runtime.server.parsing import BadRequest, Batch, Schema, batch_from_table, parse_body
 
 SUFFIXES = {
     ".csv": "csv",
@@ -23,8 +24,13 @@ class DataFileError(ValueError):
     """A data file that cannot be read; the message names the file and what to do."""
 
 
-def read_columns(path: str | Path) -> dict[str, np.ndarray]:
-    """The file's columns: numbers as float64 (missing -> NaN), the rest as object (missing -> None)."""
+def read_columns(path: str | Path, kinds: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The file's columns: numbers as float64 (missing -> NaN), the rest as object (missing -> None).
+
+    `kinds` (column -> numeric or categorical, from `parsing.spec_kinds`) are checked as `poetmon serve`
+    checks a batch: a value that is not a number in a numeric column is refused, naming column, row and value.
+    """
+    schema = Schema(kinds=dict(kinds or {}), max_rows=10**9)
     file = Path(path)
     kind = SUFFIXES.get(file.suffix.lower())
     if kind is None:
@@ -36,15 +42,19 @@ def read_columns(path: str | Path) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise DataFileError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     if kind == "parquet":
-        return _read_parquet(file, data)
+        return _read_parquet(file, data, schema)
     problem = text_file_problem(data, kind)
     if problem is not None:
         raise DataFileError(f"{file}: {problem}")
     ctype = {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(kind, "application/x-ndjson")
     try:
-        batch = parse_body(data, ctype, Schema(max_rows=10**9))
+        batch = parse_body(data, ctype, schema)
     except BadRequest as exc:
         raise DataFileError(f"{file}: {file_wording(exc.message)}") from None
+    return _with_side_columns(batch)
+
+
+def _with_side_columns(batch: Batch) -> dict[str, np.ndarray]:
     columns = dict(batch.columns)
     for name, values in (("_prediction", batch.predictions), ("_actual", batch.actuals)):
         if values is not None:
@@ -114,7 +124,7 @@ def file_wording(message: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
 
 
-def _read_parquet(file: Path, data: bytes) -> dict[str, np.ndarray]:
+def _read_parquet(file: Path, data: bytes, schema: Schema) -> dict[str, np.ndarray]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -128,4 +138,7 @@ def _read_parquet(file: Path, data: bytes) -> dict[str, np.ndarray]:
         raise DataFileError(f"{file}: not a readable Parquet file ({exc})") from None
     if table.num_rows == 0:
         raise DataFileError(f"{file}: the file has no rows")
-    return table_to_columns(table)
+    try:
+        return _with_side_columns(batch_from_table(table, schema, "Parquet"))
+    except BadRequest as exc:
+        raise DataFileError(f"{file}: {file_wording(exc.message)}") from None

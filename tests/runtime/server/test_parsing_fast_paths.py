@@ -85,3 +85,113 @@ def test_ndjson_fast_and_ragged_rows_agree() -> None:
     ragged = [*rows[:10], {"a": 1.0, "b": "x", "d": 2}, *rows[10:]]
     out = _columns("\n".join(json.dumps(r) for r in ragged).encode(), "application/x-ndjson")
     assert out["c"][10] is None and out["d"][10] == 2.0 and out["d"][0] is None
+
+
+def _large_csv(rows: list[str]) -> bytes:
+    """A body above the small-CSV size, so Arrow's reader takes it."""
+    body = ("\n".join(rows) + "\n").encode()
+    while len(body) <= parsing._SMALL_CSV_BYTES:
+        body += ("\n".join(rows[1:]) + "\n").encode()
+    return body
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        "1.5,a,7",  # the same kinds
+        "1e3,a,inf",  # exponent; inf
+        ",a,",  # empty cells: a column of nulls
+        "true,a,false",  # words: booleans, not floats
+        "2024-01-01,a,3",  # a date where a number was
+        "x,a,3",  # a string where a number was
+        "1,2,3",  # a column of strings turning numeric
+        "9007199254740993,a,18446744073709551616",  # beyond 2**53 and 2**64
+    ],
+)
+def test_csv_numeric_columns_learned_per_header_read_as_fresh_inference_would(later: str) -> None:
+    parsing._CSV_NUMERIC_BY_HEADER.clear()
+    first = _large_csv(["x,y,z", *[f"{i},b,{i * 0.25}" for i in range(2_000)]])
+    parse_body(first, "text/csv", Schema())
+    assert parsing._CSV_NUMERIC_BY_HEADER  # x and z were learned as numbers
+    body = _large_csv(["x,y,z", *[later] * 2_000])
+    learned = _columns(body, "text/csv")
+    parsing._CSV_NUMERIC_BY_HEADER.clear()
+    assert learned == _columns(body, "text/csv")  # inference from scratch
+
+
+def test_csv_learned_types_still_name_a_bad_cell() -> None:
+    parsing._CSV_NUMERIC_BY_HEADER.clear()
+    rows = ["x,y", *[f"{i}.5,a" for i in range(5_000)]]
+    parse_body(_large_csv(rows), "text/csv", Schema())
+    rows[4_001] = "oops,a"
+    with pytest.raises(BadRequest) as err:
+        parse_body(_large_csv(rows), "text/csv", Schema(kinds={"x": NUMERIC}))
+    assert "row 4000" in err.value.message and "'oops'" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2.5, True], [1.0, 2.5, 1.0]),
+        ([2**53 + 1, 2**64, -(2**63) - 1], [float(2**53 + 1), float(2**64), float(-(2**63) - 1)]),
+        ([1.5, None, 3], [1.5, None, 3.0]),
+        ([True, False], [1.0, 0.0]),
+        ([None, 2.0], [None, 2.0]),
+    ],
+)
+def test_json_number_columns_by_every_path_read_alike(values: list, expected: list) -> None:
+    body = json.dumps({"columns": {"a": values}}).encode()
+    out = _columns(body, "application/json")
+    assert out == {"a": expected}
+    assert parse_body(body, "application/json", Schema()).columns["a"].dtype == np.float64
+    rows = "\n".join(json.dumps({"a": v}) for v in values).encode()
+    assert _columns(rows, "application/x-ndjson") == {"a": expected}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([1, "2"], "got the string '2' in a column of numbers"),
+        ([1.5, [2]], "row 1: got list"),
+        ([[1], [2]], "row 0: got a nested list"),
+        ([1, 10**400], "row 1: number out of range"),
+        ([1, {"b": 2}], "row 1: got dict"),
+    ],
+)
+def test_json_number_columns_refuse_what_breaks_them(values: list, message: str) -> None:
+    body = json.dumps({"columns": {"a": values}}).encode()
+    with pytest.raises(BadRequest) as err:
+        parse_body(body, "application/json", Schema())
+    assert message in err.value.message and err.value.detail["column"] == "a"
+
+
+def test_arrow_columns_arrive_final_and_checked_against_the_schema() -> None:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    table = pa.table(
+        {
+            "f": pa.array([1.5, None, 3.0]),
+            "i": pa.array([1, None, 3], pa.int32()),
+            "s": pa.array(["a", None, "c"]),
+            "nulls": pa.array([None, None, None], pa.string()),
+            "t": pa.array([0, 1, 2], pa.timestamp("s")),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    ctype = "application/vnd.apache.arrow.stream"
+    batch = parse_body(body, ctype, Schema())
+    assert {k: v.dtype.kind for k, v in batch.columns.items()} == {
+        "f": "f",
+        "i": "f",
+        "s": "O",
+        "nulls": "f",
+        "t": "O",
+    }
+    assert _columns(body, ctype)["s"] == ["a", None, "c"] and _columns(body, ctype)["nulls"] == [None] * 3
+    with pytest.raises(BadRequest) as err:
+        parse_body(body, ctype, Schema(kinds={"s": NUMERIC}))
+    assert err.value.detail == {"column": "s", "row": 0, "expected": "number"}

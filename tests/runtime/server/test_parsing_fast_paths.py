@@ -195,3 +195,13 @@ def test_arrow_columns_arrive_final_and_checked_against_the_schema() -> None:
     with pytest.raises(BadRequest) as err:
         parse_body(body, ctype, Schema(kinds={"s": NUMERIC}))
     assert err.value.detail == {"column": "s", "row": 0, "expected": "number"}
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_ndjson_line_endings_read_alike(newline: bytes) -> None:
+    rows = [{"a": i * 0.5, "b": "x\r\ny" if i == 3 else "z"} for i in range(20)]
+    body = newline.join(json.dumps(r).encode() for r in rows) + newline
+    assert _columns(body, "application/x-ndjson") == {
+        "a": [r["a"] for r in rows],
+        "b": [r["b"] for r in rows],
+    }

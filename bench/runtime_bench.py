@@ -318,6 +318,41 @@ async def memory(code_dir: Path, quick: bool) -> list[tuple[int, float]]:
     return points
 
 
+# ---------------------------------------------------------------- parse cost alone, in this process
+
+
+def parse_split(rows: list[dict[str, Any]], seconds: float) -> None:
+    """Mean CPU per `parse_body` call on the benchmark's bodies against the server's CPU per batch.
+
+    Mean, not best, CPU time: it meets the same cache and memory pressure as the server does on a busy
+    machine. Pinned to the server's core (after the server is gone) so the two see the same core.
+    """
+    from monitor_runtime.server.parsing import Schema, parse_body
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    schema = Schema(max_rows=200_000)
+    for row in rows:
+        if row["phase"] != "ingestion":
+            continue
+        batch, fmt = row["batch"], row["format"]
+        ctype, encode = FORMATS[fmt]
+        bodies = [encode(make_columns(batch, 100 + s)) for s in range(4)]
+        parse_body(bodies[0], ctype, schema)  # warm: imports, learned CSV header
+        n, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+        while time.perf_counter() - wall0 < seconds:
+            parse_body(bodies[n % len(bodies)], ctype, schema)
+            n += 1
+        parse_ms = 1e3 * (time.process_time() - cpu0) / n
+        server_ms = 1e3 * batch / row["rows_per_cpu_s"]
+        alone = 1e3 * batch / parse_ms
+        print(
+            f"  batch {batch:>6} {fmt:<6} server {server_ms:7.2f} ms/batch = parse {parse_ms:7.2f} ms"
+            f" + rest {server_ms - parse_ms:6.2f} ms  (parse alone {alone:>9,.0f} rows/CPU-s)",
+            flush=True,
+        )
+
+
 # ---------------------------------------------------------------- guard cost: in-process vs worker process
 
 
@@ -409,7 +444,10 @@ def main() -> int:
             f"sliding window {WINDOW:,}; {os.cpu_count()} cores; server pinned to core 0"
         )
         print("\nthroughput (server on one core, clients on the other):")
-        asyncio.run(throughput(code_dir, args.quick, args.ingestion_only))
+        rows = asyncio.run(throughput(code_dir, args.quick, args.ingestion_only))
+        print("\nwhere the server's CPU per batch went (ingestion alone): parsing, measured in this process")
+        print("on core 0 with the same bodies and parser, and the rest (HTTP, queueing, metrics):")
+        parse_split(rows, 2.0 if args.quick else 5.0)
         if args.ingestion_only:
             return 0
         print("\nresident memory, 1,000,000 rows through a sliding window of 10,000:")

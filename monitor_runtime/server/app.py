@@ -19,11 +19,11 @@ from monitor_runtime.server.evaluator import Evaluator, prepare_reference
 from monitor_runtime.server.history import parse_history
 from monitor_runtime.server.metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from monitor_runtime.server.parsing import (
-    CATEGORICAL,
     NUMERIC,
     BadRequest,
     Batch,
     Schema,
+    column_kinds,
     parse_body,
     spec_kinds,
 )
@@ -187,9 +187,7 @@ class Runtime:
 
     def note_reference(self, columns: Mapping[str, np.ndarray], n_rows: int) -> None:
         """Remember the reference's column kinds and bins (for type checks and the report page)."""
-        self.reference_kinds = {
-            name: CATEGORICAL if arr.dtype == object else NUMERIC for name, arr in columns.items()
-        }
+        self.reference_kinds = column_kinds(columns)
         self.distributions.set_reference(columns)
         known = self.spec_kinds.keys() | self.reference_kinds.keys()
         self.evaluator.max_columns = len(known) + self.settings.max_unknown_columns

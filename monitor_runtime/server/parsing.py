@@ -100,6 +100,16 @@ def spec_kinds(spec: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def column_kinds(columns: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The kinds parsed columns hold (object -> categorical, else numeric): what a reference tells of the
+    batches after it. The reserved prediction and actual columns are not features and get no kind."""
+    return {
+        name: CATEGORICAL if arr.dtype == object else NUMERIC
+        for name, arr in columns.items()
+        if name not in (PREDICTION_COLUMN, ACTUAL_COLUMN)
+    }
+
+
 def parse_body(body: bytes, content_type: str, schema: Schema) -> Batch:
     """Parse a request body by its content type into a validated `Batch`."""
     ctype = content_type.split(";", 1)[0].strip().lower()

@@ -18,7 +18,7 @@ from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.guarding import guard_factory
 from monitor_runtime.server.history import history_entry
 from monitor_runtime.server.host import MonitorHost
-from monitor_runtime.server.parsing import spec_kinds
+from monitor_runtime.server.parsing import column_kinds, spec_kinds
 from monitor_runtime.server.prediction_quality import SCORE_COLUMN, PredictionQuality, quality_settings
 from monitor_runtime.server.report_page import render_report_page, severity_order
 from poet_operator.local.files import DataFileError, read_columns
@@ -38,11 +38,12 @@ def run_command(spec_file: str, reference: str, current: str, output_format: str
     """Generate, enforce and run once; print the report to stdout. Exit 0 ok, 1 failed, 2 bad input."""
     try:
         document = load_document_file(spec_file)
-        # The spec's feature kinds, checked as `poetmon serve` checks a batch (a non-number in a continuous
-        # feature is refused, naming column, row and value).
+        # Checked as `poetmon serve` checks data: the reference against the spec's feature kinds, the
+        # current file against the reference's kinds and the spec's (a non-number where a number belongs is
+        # refused, naming column, row and value).
         kinds = spec_kinds(document.spec.to_dict())
         ref_cols = read_columns(reference, kinds)
-        cur_cols = read_columns(current, kinds)
+        cur_cols = read_columns(current, {**column_kinds(ref_cols), **kinds})
     except (SpecError, DataFileError) as exc:
         print(f"poetmon run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

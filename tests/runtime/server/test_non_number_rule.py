@@ -38,7 +38,7 @@ def _rows(n: int, seed: int) -> list[dict[str, object]]:
 
 def _encode(rows: list[dict[str, object]], fmt: str) -> bytes:
     if fmt == "csv":
-        lines = ["age,income,segment", *(f"{r['age']},{r['income']},{r['segment']}" for r in rows)]
+        lines = [",".join(rows[0]), *(",".join(str(v) for v in r.values()) for r in rows)]
         return ("\n".join(lines) + "\n").encode()
     return "\n".join(json.dumps(r) for r in rows).encode()
 
@@ -89,7 +89,7 @@ def test_run_and_serve_refuse_the_same_non_number_with_the_same_message(
 
     server = server_factory(write_version(tmp_path / "v1"))
     run = _poetmon_run(spec_file, ref_file, cur_file)  # runs while the server starts
-    server.wait_ready()
+    server.wait_ready(timeout=90)  # `poetmon run` starts alongside it on a shared machine
 
     status, body = http("POST", server.url + "/v1/batches", cur_file.read_bytes(), ctype)
     assert status == 400, body
@@ -108,3 +108,35 @@ def test_run_and_serve_refuse_the_same_non_number_with_the_same_message(
     fixed = _poetmon_run(spec_file, ref_file, cur_file)
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     assert json.loads(fixed.stdout)["features"]["income"]["n_current"] == len(current)
+
+
+def test_a_feature_numeric_in_the_reference_is_refused_alike_by_run_and_serve(
+    tmp_path: Path, server_factory
+) -> None:
+    """No spec declaration: the reference makes `tenure` numeric, for the server and for `poetmon run`."""
+
+    def with_tenure(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{**r, "tenure": float(i % 40)} for i, r in enumerate(rows)]
+
+    reference, current = with_tenure(_rows(300, 1)), with_tenure(_rows(200, 2))
+    current[BAD_ROW]["tenure"] = BAD_VALUE
+    # CSV: a column of text is a categorical column to the reader; only the reference's kind refuses it.
+    ref_file, cur_file = tmp_path / "reference.csv", tmp_path / "current.csv"
+    ref_file.write_bytes(_encode(reference, "csv"))
+    cur_file.write_bytes(_encode(current, "csv"))
+    spec_file = tmp_path / "monitor.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    assert "tenure" not in spec_kinds(SPEC)
+
+    server = server_factory(write_version(tmp_path / "v1"))
+    run = _poetmon_run(spec_file, ref_file, cur_file)
+    server.wait_ready(timeout=90)  # `poetmon run` starts alongside it on a shared machine
+    ctype = "text/csv"
+    assert http("POST", server.url + "/v1/reference", ref_file.read_bytes(), ctype)[0] == 200
+    status, body = http("POST", server.url + "/v1/batches", cur_file.read_bytes(), ctype)
+    assert status == 400, body
+    refusal = json.loads(body)
+    assert refusal["column"] == "tenure" and refusal["row"] == BAD_ROW
+
+    assert run.returncode == 2, (run.stdout[-2000:], run.stderr[-2000:])
+    assert run.stderr.strip() == f"poetmon run: {cur_file}: {refusal['error']}"

@@ -188,6 +188,11 @@ def test_sigterm_during_a_long_evaluation_exits_by_the_shutdown_deadline(
     )
     server.wait_ready()
     http("POST", server.url + "/v1/reference", columns_json(frame(500, 1)))
+    # The reference's own checkpoint first, so that any later one could only come from the shutdown.
+    wait_until(
+        lambda: any(e["event"] == "checkpoint.saved" for e in server.log_events()),
+        what="the reference's checkpoint",
+    )
     http("POST", server.url + "/v1/batches", columns_json(frame(200, 2)))
     # The queue drains when the evaluation starts; it then never returns.
     wait_until(

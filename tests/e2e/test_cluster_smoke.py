@@ -102,8 +102,10 @@ def test_pod_over_memory_limit_is_oomkilled(namespace: Kubectl, base_image: str)
 
 def test_crash_loop_reports_termination_message(namespace: Kubectl, base_image: str) -> None:
     message = "poet-e2e: giving up on purpose"
-    script = (f"open('/dev/termination-log', 'w').write({message!r}); "
-              "import sys; print('crashing', flush=True); sys.exit(1)")
+    script = (
+        f"open('/dev/termination-log', 'w').write({message!r}); "
+        "import sys; print('crashing', flush=True); sys.exit(1)"
+    )
     namespace.apply(pod("crasher", base_image, script, restart="Always"))
 
     # The waiting reason CrashLoopBackOff lasts only as long as the back-off, which a poll can miss; the
@@ -113,8 +115,11 @@ def test_crash_loop_reports_termination_message(namespace: Kubectl, base_image: 
         return any(e["reason"] == "BackOff" and e["involvedObject"].get("name") == "crasher" for e in items)
 
     wait_until(backed_off, 120, "the kubelet's BackOff Event for crasher")
-    status = wait_until(lambda: (s := container_status(namespace, "crasher")) and s.get("lastState") and s,
-                        60, "crasher's last state")
+    status = wait_until(
+        lambda: (s := container_status(namespace, "crasher")) and s.get("lastState") and s,
+        60,
+        "crasher's last state",
+    )
     terminated = status["lastState"]["terminated"]
     assert terminated["exitCode"] == 1
     assert terminated["message"] == message

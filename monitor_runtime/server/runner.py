@@ -214,6 +214,8 @@ class MonitorProcess:
             self.runtime.settings = replace(settings, unknown_columns="reject")
         self.runtime.on_reference_changed = self._checkpoint_soon
         self._pending_checkpoint: asyncio.Task[bool] | None = None
+        # One checkpoint at a time: the periodic, the reference's and the final one share a file.
+        self._checkpoint_lock = asyncio.Lock()
         self.app = build_app(self.runtime)
 
     def _checkpoint_soon(self) -> None:
@@ -250,6 +252,10 @@ class MonitorProcess:
         """Write a checkpoint now (monitor `state()` plus runtime state); False when it was not written."""
         if not self.checkpoint_dir:
             return False
+        async with self._checkpoint_lock:
+            return await self._write_checkpoint(self.checkpoint_dir)
+
+    async def _write_checkpoint(self, checkpoint_dir: str) -> bool:
         try:
             monitor_state, runtime_state = await self.evaluator.snapshot()
             state = {
@@ -266,7 +272,7 @@ class MonitorProcess:
                 "unknown_columns": sorted(self.runtime.unknown_columns),
             }
             loop = asyncio.get_running_loop()
-            path = await loop.run_in_executor(None, ckpt.save_checkpoint, self.checkpoint_dir, state)
+            path = await loop.run_in_executor(None, ckpt.save_checkpoint, checkpoint_dir, state)
         except Exception as exc:
             self.metrics.errors.labels("checkpoint").inc()
             self.log(

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint crd report-screenshot bench bench-quick bench-runtime bench-generator clean images chart-crd cluster-up cluster-down e2e
+.PHONY: demo test lint crd report-screenshot bench bench-quick bench-runtime bench-generator bench-operator clean images chart-crd cluster-up cluster-down e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench-runtime: $(STAMP)
 
 bench-generator: $(STAMP)
 	$(PY) bench/generator_bench.py
+
+# The operator at scale on the local cluster's real control plane, with fake nodes from kwok (needs root).
+MONITORS ?= 500
+bench-operator: $(STAMP)
+	bash tests/e2e/cluster/cluster-up.sh
+	bash tests/e2e/cluster/build-images.sh
+	bash bench/cluster/build-kwok.sh
+	$(PY) bench/operator_bench.py --monitors $(MONITORS); rc=$$?; bash tests/e2e/cluster/cluster-down.sh; exit $$rc
 
 # End-to-end suite on a real single-node cluster built locally (tests/e2e/cluster/, needs root), or on
 # the cluster E2E_KUBECONFIG points to. Not part of `make test`.

@@ -159,7 +159,7 @@ class Cluster:
 
         def established() -> bool:
             live = self.get(f"{path}/{crd['metadata']['name']}") or {}
-            conditions = (live.get("status") or {}).get("conditions", [])
+            conditions = (live.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
         wait_for(established, 60, "Established CRD")
@@ -419,7 +419,7 @@ def main() -> int:
                 ready = 0
                 for node in cluster.nodes():
                     if node["metadata"]["name"] in fake_nodes:
-                        conditions = (node.get("status") or {}).get("conditions", [])
+                        conditions = (node.get("status") or {}).get("conditions") or []
                         ready += any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
                 return ready == len(fake_nodes)
 

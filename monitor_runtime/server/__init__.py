@@ -10,6 +10,7 @@ def serve(
     checkpoint_dir: str | None = None,
     termination_log: str | None = None,
     reference_file: str | None = None,
+    history_file: str | None = None,
 ) -> int:
     """Run one monitor version until told to stop; the process exit code (see docs/runtime.md).
 
@@ -26,6 +27,7 @@ def serve(
         checkpoint_dir=checkpoint_dir,
         termination_log=termination_log,
         reference_file=reference_file,
+        history_file=history_file,
     )
 
 

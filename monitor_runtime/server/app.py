@@ -251,6 +251,9 @@ class Runtime:
                 if ev.reference is not None
                 else {"rows": None, "sha256": None, "source": None}
             ),
+            # Versions present and when each last evaluated, not the entries (GET /v1/history has them):
+            # the operator decides from it whether a canary still lacks the stable pod's history.
+            "history": ev.history.summary(),
         }
         return body
 

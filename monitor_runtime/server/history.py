@@ -4,14 +4,25 @@ Each evaluation leaves one entry: when, which monitor version ran it, the overal
 feature its score, threshold, adjusted p-value and verdict. The history is data (lists, dicts, numbers,
 strings), so it survives a checkpoint written by one version and read by the next: the report draws where
 the version changed.
+
+A history also follows a monitor across pods: the report carries a small summary of it (`summary()`, the
+versions present and when each last evaluated) from which the operator decides to hand a stable pod's history
+to a canary (`POST /v1/history`), and at a promotion the operator keeps the merged history as a file every
+new pod merges at start (`poetmon serve --history-file`, written by `encode_history_file`).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import math
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from monitor_runtime import json_safe
 
 #: Evaluations kept by default (POET_HISTORY_SIZE changes it).
 DEFAULT_LIMIT = 100
@@ -94,6 +105,19 @@ class EvaluationHistory:
         self.entries = deque(ordered[-self.limit :], maxlen=self.limit)
         return len(self.entries)
 
+    def summary(self) -> dict[str, Any]:
+        """What the report says of the history: how many entries, and per code version how many and the
+        time of its newest (what the operator compares between pods; never the entries themselves)."""
+        versions: dict[str, dict[str, Any]] = {}
+        for entry in self.entries:
+            key = str(entry.get("version"))
+            seen = versions.setdefault(key, {"evaluations": 0, "newest_at": None})
+            seen["evaluations"] += 1
+            at = _num(entry.get("at"))
+            if at is not None and (seen["newest_at"] is None or at > seen["newest_at"]):
+                seen["newest_at"] = at
+        return {"evaluations": len(self.entries), "limit": self.limit, "versions": versions}
+
     @classmethod
     def from_json(cls, data: Any, limit: int = DEFAULT_LIMIT) -> EvaluationHistory:
         """A history from `to_json()` data; entries that are not mappings are left out."""
@@ -118,3 +142,55 @@ def parse_history(data: Any) -> list[dict[str, Any]]:
             raise ValueError(f"evaluations[{i}].features: expected an object of feature name to numbers")
         out.append(dict(entry))
     return out
+
+
+#: gzip's first two bytes: a history file may be compressed (as the operator stores it) or plain JSON.
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def encode_history_file(
+    entries: Iterable[Mapping[str, Any]], *, limit: int, max_bytes: int
+) -> tuple[bytes, int]:
+    """A history as a file new pods merge at start: gzip of compact JSON (`GET /v1/history`'s form), the
+    oldest entries left out until it is at most `max_bytes`. Returns (bytes, entries kept). Deterministic
+    (no time in the gzip header), so the same history always gives the same bytes."""
+    ordered = sorted((dict(e) for e in entries), key=lambda e: float(e["at"]))
+
+    def encode(kept: list[dict[str, Any]]) -> bytes:
+        text = json_safe.dumps({"limit": limit, "evaluations": kept}, separators=(",", ":"))
+        return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+
+    data = encode(ordered)
+    if len(data) <= max_bytes:
+        return data, len(ordered)
+    # The newest entries matter most: find the most of them that fit (the size grows with the count).
+    low, high = 0, len(ordered)
+    best = encode([])
+    while low < high:
+        middle = (low + high + 1) // 2
+        candidate = encode(ordered[len(ordered) - middle :])
+        if len(candidate) <= max_bytes:
+            low, best = middle, candidate
+        else:
+            high = middle - 1
+    return best, low
+
+
+def decode_history_file(data: bytes, *, max_bytes: int) -> list[dict[str, Any]]:
+    """The entries of a history file (gzip or plain JSON); ValueError saying what is wrong with it. The
+    decompressed size is capped at `max_bytes`, so a small file cannot expand without bound."""
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                text = stream.read(max_bytes + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"not a readable gzip file ({exc})") from None
+        if len(text) > max_bytes:
+            raise ValueError(f"more than {max_bytes} bytes once decompressed")
+    else:
+        text = data
+    try:
+        body = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    return parse_history(body)

@@ -34,7 +34,7 @@ from monitor_runtime.server.evaluator import (
     reference_from_first_window,
 )
 from monitor_runtime.server.guarding import guard_factory
-from monitor_runtime.server.history import EvaluationHistory
+from monitor_runtime.server.history import EvaluationHistory, decode_history_file
 from monitor_runtime.server.host import MonitorHost
 from monitor_runtime.server.jsonlog import JsonLogger
 from monitor_runtime.server.metrics import RuntimeMetrics
@@ -162,11 +162,13 @@ class MonitorProcess:
         checkpoint_dir: str | None,
         termination_log: str | None,
         reference_file: str | None = None,
+        history_file: str | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
         self.checkpoint_dir = checkpoint_dir
         self.reference_file = reference_file
+        self.history_file = history_file
         self.termination_log = termination_log
         self.exit_code = EXIT_OK
         self.stop_event = asyncio.Event()
@@ -385,6 +387,36 @@ class MonitorProcess:
         )
         return True
 
+    async def load_history_file(self) -> bool:
+        """Merge the history of `--history-file` (what the operator kept at the last promotion) into the one
+        the checkpoint restored. Merging is idempotent (one entry per time and code), so a restarted
+        container that merges the same file again holds the same history. A missing file is the normal case
+        before any promotion; an unusable one is logged and ignored: the history only draws the report's
+        charts, never a reason to stop. True when it was merged."""
+        path = self.history_file
+        if not path:
+            return False
+        limit = self.settings.max_body_bytes
+        try:
+            entries = await asyncio.get_running_loop().run_in_executor(None, _read_history_file, path, limit)
+        except FileNotFoundError:
+            self.log("history.file_absent", path=path)
+            return False
+        except (OSError, ValueError) as exc:
+            self.log(
+                "history.file_refused",
+                level="error",
+                path=path,
+                error=str(exc)[:1000],
+                consequence="the file is ignored: the history holds this pod's own evaluations only",
+            )
+            return False
+        held = self.evaluator.history.merge(entries)
+        self.evaluator.dirty = True
+        versions = sorted({str(e.get("version")) for e in entries})
+        self.log("history.file_loaded", path=path, entries=len(entries), held=held, versions=versions)
+        return True
+
     def _reference_file_refused(self, path: str, status: int | None, error: str) -> None:
         self.log(
             "reference.file_refused",
@@ -411,6 +443,7 @@ class MonitorProcess:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self.resume()
         await self.load_reference_file()
+        await self.load_history_file()
         self._runner = web.AppRunner(
             self.app,
             shutdown_timeout=self.settings.shutdown_grace_s,
@@ -519,6 +552,13 @@ def _read_reference_file(path: str, settings: RuntimeSettings) -> bytes:
     return Path(path).read_bytes()
 
 
+def _read_history_file(path: str, max_bytes: int) -> list[dict[str, Any]]:
+    size = os.stat(path).st_size
+    if size > max_bytes:
+        raise ValueError(f"{size} bytes; the limit is {max_bytes} (POET_MAX_BODY_BYTES)")
+    return decode_history_file(Path(path).read_bytes(), max_bytes=max_bytes)
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -530,6 +570,7 @@ def serve(
     checkpoint_dir: str | None = None,
     termination_log: str | None = None,
     reference_file: str | None = None,
+    history_file: str | None = None,
 ) -> int:
     """`poetmon serve`: run one monitor version until told to stop; the process exit code.
 
@@ -580,6 +621,7 @@ def serve(
         checkpoint_dir=checkpoint_dir,
         termination_log=termination_log,
         reference_file=reference_file,
+        history_file=history_file,
     )
     try:
         code = asyncio.run(proc.run(host, port))

@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="npz reference (application/vnd.poet.reference+npz) loaded at start when the file exists and "
         "the checkpoint holds no reference; a missing or unusable file is logged and ignored (default: none)",
     )
+    serve.add_argument(
+        "--history-file",
+        default=None,
+        metavar="PATH",
+        help="evaluation history (GET /v1/history's JSON, plain or gzip) merged at start into the one the "
+        "checkpoint restored, so the report draws earlier versions too; a missing or unusable file is logged "
+        "and ignored (default: none)",
+    )
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kubeconfig or in-cluster credentials)")
     op.add_argument(
@@ -287,6 +295,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             checkpoint_dir=args.checkpoint_dir,
             termination_log=args.termination_log,
             reference_file=args.reference_file,
+            history_file=args.history_file,
         )
     if args.command == "operator":
         from poet_operator.k8s.main import operator_command

@@ -203,6 +203,7 @@ async def running_monitor(
     checkpoint_dir: Path | None = None,
     termination_log: Path | None = None,
     reference_file: Path | None = None,
+    history_file: Path | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Any, str]]:
     """Load a version and serve it on a free loopback port; yields (MonitorProcess, base URL)."""
@@ -222,6 +223,7 @@ async def running_monitor(
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         termination_log=str(termination_log or code_dir.parent / "termination-log"),
         reference_file=str(reference_file) if reference_file else None,
+        history_file=str(history_file) if history_file else None,
     )
     port = await proc.start("127.0.0.1", 0)
     try:
@@ -279,6 +281,7 @@ class ServerProcess:
         checkpoint: bool = True,
         env: Mapping[str, str] | None = None,
         reference_file: Path | None = None,
+        history_file: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -303,6 +306,8 @@ class ServerProcess:
             cmd += ["--checkpoint-dir", str(self.checkpoint_dir)]
         if reference_file is not None:
             cmd += ["--reference-file", str(reference_file)]
+        if history_file is not None:
+            cmd += ["--history-file", str(history_file)]
         full_env = {**os.environ, "POET_MAX_EVALUATION_INTERVAL_S": "0.2", **(env or {})}
         self._out = open(self.stdout_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)

@@ -4,6 +4,7 @@ versions through the checkpoint, and the page before the first evaluation."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from pathlib import Path
@@ -11,8 +12,19 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import pytest
 
-from .runtime_server_helpers import GOOD_MONITOR, SPEC, columns_json, frame, running_monitor, write_version
+from monitor_runtime.server.history import decode_history_file, encode_history_file
+
+from .runtime_server_helpers import (
+    GOOD_MONITOR,
+    SPEC,
+    columns_json,
+    frame,
+    http,
+    running_monitor,
+    write_version,
+)
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -164,3 +176,120 @@ async def test_a_new_versions_pod_takes_the_history_of_the_one_before(tmp_path: 
         ) as resp:
             assert resp.status == 400
             assert "evaluations[0].at" in (await resp.json())["error"]
+
+
+async def _evaluate_twice(base: str, s: aiohttp.ClientSession, seed: int) -> dict[str, Any]:
+    await _post(s, base + "/v1/reference", columns_json(frame(600, 1)))
+    for i in range(2):
+        await _post(s, base + "/v1/batches", columns_json(frame(200, seed + i)))
+        await _wait(s, base + "/v1/report", lambda r, i=i: r["ingestion"]["rows_evaluated"] >= 200 * (i + 1))
+    _, text = await _get(s, base + "/v1/history")
+    return json.loads(text)
+
+
+async def test_the_report_summarises_the_history_by_version(tmp_path: Path) -> None:
+    async with running_monitor(write_version(tmp_path / "v1")) as (_, base), aiohttp.ClientSession() as s:
+        _, text = await _get(s, base + "/v1/report")
+        assert json.loads(text)["history"] == {"evaluations": 0, "limit": 100, "versions": {}}
+        history = await _evaluate_twice(base, s, 40)
+        _, text = await _get(s, base + "/v1/report")
+        summary = json.loads(text)["history"]
+    newest = max(e["at"] for e in history["evaluations"])
+    assert summary == {
+        "evaluations": 2,
+        "limit": 100,
+        "versions": {"1": {"evaluations": 2, "newest_at": newest}},
+    }
+
+
+async def test_a_history_file_is_merged_at_start_and_the_version_change_is_marked(tmp_path: Path) -> None:
+    """What a promoted version's new pod does with the history the operator kept: starts with it."""
+    async with running_monitor(write_version(tmp_path / "v1")) as (_, base), aiohttp.ClientSession() as s:
+        kept = (await _evaluate_twice(base, s, 50))["evaluations"]
+    data, count = encode_history_file(kept, limit=100, max_bytes=900 * 1024)
+    assert count == 2 and data[:2] == b"\x1f\x8b"
+    history_file = tmp_path / "mounted" / "history.json.gz"
+    history_file.parent.mkdir()
+    history_file.write_bytes(data)
+    checkpoints = tmp_path / "checkpoints-v2"
+    v2 = write_version(tmp_path / "v2", code=GOOD_MONITOR + "\n# version 2\n", version=2)
+    async with (
+        running_monitor(v2, checkpoint_dir=checkpoints, history_file=history_file) as (proc, base),
+        aiohttp.ClientSession() as s,
+    ):
+        _, text = await _get(s, base + "/v1/history")
+        assert json.loads(text)["evaluations"] == kept  # entry for entry, as the old pod held them
+        await _post(s, base + "/v1/reference", columns_json(frame(600, 1)))
+        await _post(s, base + "/v1/batches", columns_json(frame(200, 60, shift=2.0)))
+        history = await _wait(s, base + "/v1/history", lambda h: len(h["evaluations"]) == 3)
+        assert [e["version"] for e in history["evaluations"]] == [1, 1, 2]
+        _, text = await _get(s, base + "/v1/report")
+        assert set(json.loads(text)["history"]["versions"]) == {"1", "2"}
+        _, html = await _get(s, base + "/report")
+        assert ">v2</text>" in html and "1 version change marked" in html
+        loaded = [json.loads(x) for x in proc.log.stream.getvalue().splitlines()]
+        assert next(e for e in loaded if e["event"] == "history.file_loaded")["entries"] == 2
+    # The container restarts in the same pod: checkpoint and file again, and still one entry each.
+    async with (
+        running_monitor(v2, checkpoint_dir=checkpoints, history_file=history_file) as (_, base),
+        aiohttp.ClientSession() as s,
+    ):
+        _, text = await _get(s, base + "/v1/history")
+        assert [e["version"] for e in json.loads(text)["evaluations"]] == [1, 1, 2]
+
+
+async def test_an_absent_or_unusable_history_file_is_logged_and_ignored(tmp_path: Path) -> None:
+    code_dir = write_version(tmp_path / "v1")
+    history_file = tmp_path / "history.json.gz"
+    cases = [
+        (None, "history.file_absent", ""),
+        (b"\x1f\x8b\x08\x00 not really gzip", "history.file_refused", "not a readable gzip file"),
+        (b"{ nope", "history.file_refused", "not JSON"),
+        (json.dumps({"evaluations": [{"at": "noon"}]}).encode(), "history.file_refused", "evaluations[0].at"),
+        (gzip.compress(b"[1, 2]"), "history.file_refused", 'expected {"evaluations": [...]}'),
+    ]
+    for content, event, fragment in cases:
+        if content is not None:
+            history_file.write_bytes(content)
+        async with (
+            running_monitor(code_dir, history_file=history_file) as (proc, base),
+            aiohttp.ClientSession() as s,
+        ):
+            assert (await _get(s, base + "/readyz"))[0] == 200  # serving: the file never stops a pod
+            history = await _evaluate_twice(base, s, 70)
+            assert [e["version"] for e in history["evaluations"]] == [1, 1]
+            logged = [json.loads(x) for x in proc.log.stream.getvalue().splitlines()]
+            said = [e for e in logged if e["event"] == event]
+            assert said and said[0]["path"] == str(history_file), (event, logged)
+            if fragment:
+                assert said[0]["level"] == "error" and fragment in said[0]["error"], said
+
+
+def test_a_history_file_keeps_the_newest_entries_that_fit() -> None:
+    entries = [
+        {
+            "at": 1000.0 + i,
+            "version": 1 + i // 50,
+            "features": {f"f{j}": {"score": (i * j) % 97 / 97} for j in range(40)},
+        }
+        for i in range(100)
+    ]
+    whole, count = encode_history_file(reversed(entries), limit=100, max_bytes=10**7)
+    assert count == 100 and decode_history_file(whole, max_bytes=10**7) == entries  # oldest first
+    assert encode_history_file(entries, limit=100, max_bytes=10**7)[0] == whole  # deterministic bytes
+    cut, kept = encode_history_file(entries, limit=100, max_bytes=len(whole) // 3)
+    assert 0 < kept < 100 and len(cut) <= len(whole) // 3
+    assert decode_history_file(cut, max_bytes=10**7) == entries[-kept:]
+    with pytest.raises(ValueError, match="once decompressed"):
+        decode_history_file(whole, max_bytes=1000)
+
+
+def test_poetmon_serve_takes_the_history_file_option(tmp_path: Path, server_factory: Any) -> None:
+    entries = [{"at": 1796126400.0, "version": 1, "code_sha256": "a" * 64, "features": {}}]
+    history_file = tmp_path / "history.json"
+    history_file.write_text(json.dumps({"limit": 100, "evaluations": entries}))  # plain JSON is fine too
+    server = server_factory(write_version(tmp_path / "v2", version=2), history_file=history_file)
+    server.wait_ready(timeout=60)  # a cold interpreter start on a loaded machine
+    assert json.loads(http("GET", server.url + "/v1/history")[1])["evaluations"] == entries
+    report = json.loads(http("GET", server.url + "/v1/report")[1])
+    assert report["history"]["versions"] == {"1": {"evaluations": 1, "newest_at": 1796126400.0}}

@@ -20,6 +20,7 @@ from poet_operator.spec import MonitorSpec
 
 from monitor_runtime.contract import CODE_FILE, MANIFEST_FILE, write_version_dir
 from monitor_runtime.reference_npz import EncodedReference, decode_reference, encode_reference
+from monitor_runtime.server.history import decode_history_file
 
 K8S_VERSION = "1.37"  # the newest schemas kubernetes-validate ships
 NAME, NAMESPACE, UID = "credit-monitor", "ml", "6f1c1f2e-3a7b-4c55-9d0e-1d2f3a4b5c6d"
@@ -288,6 +289,8 @@ def test_container_runs_poetmon_serve_with_the_shared_arguments() -> None:
         "/dev/termination-log",
         "--reference-file",
         "/etc/poet/reference/reference.npz",
+        "--history-file",
+        "/etc/poet/history/history.json.gz",
     ]
     assert "args" not in container
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
@@ -328,12 +331,27 @@ def test_runtime_arguments_parse_with_the_real_serve_parser_and_name_mounted_pat
         "optional": True,
     }
 
+    history_mount = mounts[os.path.dirname(args.history_file)]
+    assert history_mount["readOnly"] is True
+    assert os.path.basename(args.history_file) == "history.json.gz"
+    assert volumes[history_mount["name"]]["configMap"] == {
+        "name": "credit-monitor-history",
+        "defaultMode": 0o444,
+        "optional": True,
+    }
+
     checkpoint_mount = mounts[args.checkpoint_dir]
     assert checkpoint_mount.get("readOnly") is not True
     assert volumes[checkpoint_mount["name"]] == {"name": checkpoint_mount["name"], "emptyDir": {}}
     # The root filesystem is read-only, so /tmp needs its own writable volume.
     assert volumes[mounts["/tmp"]["name"]] == {"name": "tmp", "emptyDir": {}}
-    assert set(mounts) == {args.code_dir, os.path.dirname(args.reference_file), args.checkpoint_dir, "/tmp"}
+    assert set(mounts) == {
+        args.code_dir,
+        os.path.dirname(args.reference_file),
+        os.path.dirname(args.history_file),
+        args.checkpoint_dir,
+        "/tmp",
+    }
 
 
 def test_stable_and_canary_read_the_same_reference_and_their_own_code() -> None:
@@ -616,6 +634,57 @@ def test_reference_configmap_checks_the_content_fingerprint_not_the_bytes() -> N
         builders.reference_configmap(MONITOR, archive.npz, "0" * 64)
     with pytest.raises(BuildError, match=r"not one a runtime can load: reference is not a readable npz"):
         builders.reference_configmap(MONITOR, b"abc", hashlib.sha256(b"abc").hexdigest())
+
+
+# --- the history ConfigMap ---------------------------------------------------------------------------------
+
+
+def history_entries(count: int, features: int = 5, seed: int = 3) -> list[dict]:
+    """History entries as a runtime's GET /v1/history holds them, oldest first (two versions)."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "at": 1796126400.0 + 60 * i,
+            "version": 1 if i < count // 2 else 2,
+            "code_sha256": "a" * 64 if i < count // 2 else "b" * 64,
+            "overall_drift_score": float(rng.random()),
+            "features": {
+                f"feature_{j}_{rng.integers(10**9)}": {"score": float(rng.random()), "drift": bool(j % 2)}
+                for j in range(features)
+            },
+        }
+        for i in range(count)
+    ]
+
+
+def test_history_configmap_holds_the_history_as_gzip_marked_with_its_version() -> None:
+    entries = history_entries(10)
+    cm = builders.history_configmap(MONITOR, entries, version=2, limit=100)
+    validate(cm)
+    meta = cm["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("credit-monitor-history", NAMESPACE)
+    assert builders.history_configmap_name(NAME) == "credit-monitor-history"
+    assert meta["labels"] == COMMON_LABELS
+    assert meta["ownerReferences"] == [OWNER]  # collected with the monitor
+    assert meta["annotations"] == {"poet.dev/history-version": "2", "poet.dev/history-evaluations": "10"}
+    assert "data" not in cm and "immutable" not in cm  # the next promotion replaces it in place
+    data = base64.b64decode(cm["binaryData"]["history.json.gz"], validate=True)
+    # What the runtime merges at start (`poetmon serve --history-file`): the entries as they were.
+    assert decode_history_file(data, max_bytes=10**8) == entries
+    with pytest.raises(BuildError, match="version number"):
+        builders.history_configmap(MONITOR, entries, version=0, limit=100)
+
+
+def test_history_configmap_leaves_out_the_oldest_entries_past_its_size() -> None:
+    # Random feature names compress badly: 2,000 entries of 100 features are megabytes of gzip.
+    entries = history_entries(2000, features=100)
+    cm = builders.history_configmap(MONITOR, entries, version=7, limit=2000)
+    encoded = cm["binaryData"]["history.json.gz"]
+    assert len(encoded) <= 4 * builders.HISTORY_GZIP_MAX // 3 + 4 < 900 * 1024
+    kept = int(cm["metadata"]["annotations"]["poet.dev/history-evaluations"])
+    assert 0 < kept < 2000
+    decoded = decode_history_file(base64.b64decode(encoded), max_bytes=10**9)
+    assert decoded == entries[-kept:]  # the newest ones, oldest first
 
 
 ARCHIVE = reference_archive(40)

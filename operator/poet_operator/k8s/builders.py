@@ -11,7 +11,11 @@ Where state lives (so any new pod of any version can read it):
   stable version; a ConfigMap because a reference sample is small (capped below the 1 MiB object limit),
   needs no storage class and no volume attachment, and can be read by any number of pods at once;
 - checkpoints: an `emptyDir` per pod, which survives container restarts (the crash-restart case) and is
-  specific to one version's code anyway (the runtime only restores a checkpoint of the same code).
+  specific to one version's code anyway (the runtime only restores a checkpoint of the same code);
+- the evaluation history across versions: the ConfigMap `NAME-history` (binaryData `history.json.gz`),
+  written once per promotion from the promoted canary's pod and mounted optional into every pod, which
+  merges it at start, so a promoted version's new pods draw the versions before them (a checkpoint cannot:
+  it is per pod).
 
 The stable Deployment rolls with RollingUpdate (maxSurge 1, maxUnavailable 0): when it moves from version
 N to N+1 at promotion, the N pod keeps serving ingestion until the N+1 pod is ready, and a new version
@@ -25,13 +29,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from monitor_runtime import reference_npz
 from monitor_runtime.contract import CODE_FILE, CONTRACT, MANIFEST_FILE, VersionManifest, code_sha256
+from monitor_runtime.server.history import encode_history_file
 from poet_operator.spec import API_VERSION, KIND, MonitorSpec, parse_quantity
 
 Role = Literal["stable", "canary"]
@@ -50,8 +55,11 @@ MANAGED_BY = "poet-monitor"
 ANNOTATION_CODE_SHA256 = "poet.dev/code-sha256"
 ANNOTATION_SPEC_HASH = "poet.dev/spec-hash"
 ANNOTATION_REFERENCE_SHA256 = "poet.dev/reference-sha256"
+ANNOTATION_HISTORY_VERSION = "poet.dev/history-version"
+ANNOTATION_HISTORY_EVALUATIONS = "poet.dev/history-evaluations"
 
 REFERENCE_KEY = "reference.npz"
+HISTORY_KEY = "history.json.gz"
 LESSONS_CONFIGMAP = "poet-monitor-lessons"
 LESSONS_KEY = "lessons.json"
 
@@ -62,6 +70,8 @@ PORT_NAME = "http"
 VERSION_DIR = "/etc/poet/version"
 REFERENCE_DIR = "/etc/poet/reference"
 REFERENCE_FILE = f"{REFERENCE_DIR}/{REFERENCE_KEY}"
+HISTORY_DIR = "/etc/poet/history"
+HISTORY_FILE = f"{HISTORY_DIR}/{HISTORY_KEY}"
 CHECKPOINT_DIR = "/var/lib/poet/checkpoints"
 TMP_DIR = "/tmp"
 TERMINATION_LOG = "/dev/termination-log"
@@ -80,6 +90,9 @@ DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_MAX = 253
 # A ConfigMap holds at most 1 MiB (data and binaryData together); the rest is headroom for metadata.
 CONFIGMAP_PAYLOAD_MAX = 900 * 1024
+# The kept history's gzip (512 KiB once base64-encoded): the oldest evaluations are left out past it. Every
+# reconcile lists the monitor's ConfigMaps, so it stays well below the object limit.
+HISTORY_GZIP_MAX = 384 * 1024
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -150,6 +163,11 @@ def service_name(name: str) -> str:
 def reference_configmap_name(name: str) -> str:
     """`NAME-reference`: the ConfigMap holding the uploaded reference sample."""
     return _checked_subdomain(f"{_checked_monitor_name(name)}-reference", "ConfigMap")
+
+
+def history_configmap_name(name: str) -> str:
+    """`NAME-history`: the ConfigMap holding the evaluation history kept at the last promotion."""
+    return _checked_subdomain(f"{_checked_monitor_name(name)}-history", "ConfigMap")
 
 
 def label_selector(name: str, role: Role | None = None) -> str:
@@ -314,6 +332,28 @@ def reference_configmap(monitor: Mapping[str, Any], npz_bytes: bytes, sha256: st
     }
 
 
+def history_configmap(
+    monitor: Mapping[str, Any], entries: Sequence[Mapping[str, Any]], *, version: int, limit: int
+) -> dict[str, Any]:
+    """The ConfigMap `NAME-history`: the evaluation history kept when `version` was promoted, as binaryData
+    `history.json.gz` (what `poetmon serve --history-file` merges), the newest entries that fit in
+    HISTORY_GZIP_MAX. Annotated with the version it was stored for (what the rollout machine compares with
+    the stable version) and how many entries it holds."""
+    name, _ = _identity(monitor)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BuildError(f"version number must be an integer >= 1, got {version!r}")
+    data, kept = encode_history_file(entries, limit=limit, max_bytes=HISTORY_GZIP_MAX)
+    encoded = base64.b64encode(data).decode("ascii")
+    _check_payload_size(f"the history of {name}", len(encoded), "lower HISTORY_GZIP_MAX")
+    annotations = {ANNOTATION_HISTORY_VERSION: str(version), ANNOTATION_HISTORY_EVALUATIONS: str(kept)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(monitor, history_configmap_name(name), common_labels(name), annotations),
+        "binaryData": {HISTORY_KEY: encoded},
+    }
+
+
 def lessons_configmap(namespace: str, lessons_json: str) -> dict[str, Any]:
     """The cluster-wide lessons ConfigMap (no owner: it is shared by every monitor and outlives each)."""
     if not namespace:
@@ -364,6 +404,8 @@ def runtime_command() -> list[str]:
         TERMINATION_LOG,
         "--reference-file",
         REFERENCE_FILE,
+        "--history-file",
+        HISTORY_FILE,
     ]
 
 
@@ -434,6 +476,7 @@ def runtime_deployment(
         "volumeMounts": [
             {"name": "version", "mountPath": VERSION_DIR, "readOnly": True},
             {"name": "reference", "mountPath": REFERENCE_DIR, "readOnly": True},
+            {"name": "history", "mountPath": HISTORY_DIR, "readOnly": True},
             {"name": "checkpoints", "mountPath": CHECKPOINT_DIR},
             {"name": "tmp", "mountPath": TMP_DIR},
         ],
@@ -460,6 +503,11 @@ def runtime_deployment(
                 "name": "reference",
                 # Optional: a monitor without an uploaded reference starts with an empty directory.
                 "configMap": {"name": reference_configmap_name(name), "defaultMode": 0o444, "optional": True},
+            },
+            {
+                "name": "history",
+                # Optional: before the first promotion there is no kept history.
+                "configMap": {"name": history_configmap_name(name), "defaultMode": 0o444, "optional": True},
             },
             {"name": "checkpoints", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
@@ -563,10 +611,16 @@ def is_up_to_date(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 
 __all__ = [
     "ANNOTATION_CODE_SHA256",
+    "ANNOTATION_HISTORY_EVALUATIONS",
+    "ANNOTATION_HISTORY_VERSION",
     "ANNOTATION_REFERENCE_SHA256",
     "ANNOTATION_SPEC_HASH",
     "CHECKPOINT_DIR",
     "CONFIGMAP_PAYLOAD_MAX",
+    "HISTORY_DIR",
+    "HISTORY_FILE",
+    "HISTORY_GZIP_MAX",
+    "HISTORY_KEY",
     "HTTP_PORT",
     "LABEL_MONITOR",
     "LABEL_ROLE",
@@ -582,6 +636,8 @@ __all__ = [
     "BuildError",
     "common_labels",
     "deployment_name",
+    "history_configmap",
+    "history_configmap_name",
     "is_up_to_date",
     "label_selector",
     "lessons_configmap",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from monitor_runtime.server.history import EvaluationHistory, parse_history
 from poet_operator.k8s import builders
 from poet_operator.k8s.api import GROUP, VERSION, ApiError, KubeApi, apps_path, core_path, monitor_path
 from poet_operator.k8s.metrics import OperatorMetrics
@@ -39,9 +40,11 @@ from poet_operator.rollout.actions import (
     EnsureDeployment,
     EnsureService,
     Generate,
+    HandOffHistory,
     HandOffReference,
     RecordLessons,
     RemoveDeployment,
+    StoreHistory,
 )
 from poet_operator.rollout.machine import rfc3339
 from poet_operator.rollout.observations import GenerationOutcome, Observation
@@ -172,6 +175,10 @@ class Effects:
             await self._record_lessons(namespace, name, action.version)
         elif isinstance(action, HandOffReference):
             await self._hand_off_reference(obj, observation, action.to_role)
+        elif isinstance(action, HandOffHistory):
+            await self._hand_off_history(obj, observation, action.to_role)
+        elif isinstance(action, StoreHistory):
+            await self._store_history(obj, observation, action.version)
 
     async def _ensure(self, collection: str, desired: Mapping[str, Any], *, patch_spec: bool = True) -> None:
         name = desired["metadata"]["name"]
@@ -444,6 +451,64 @@ class Effects:
                         "binaryData": desired.get("binaryData", {}),
                     },
                 )
+
+    # -- the evaluation history -----------------------------------------------------------------------------
+
+    def _history_path(self, namespace: str, pod: str) -> str:
+        return core_path(namespace, "pods", f"{pod}:{RUNTIME_PORT}", "proxy/v1/history")
+
+    async def _hand_off_history(self, obj: Mapping[str, Any], observation: Observation, to_role: str) -> None:
+        """The stable pod's history merged into the `to_role` pod's through the pod proxy (JSON)."""
+        namespace = obj["metadata"]["namespace"]
+        stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
+        target = next((p for p in observation.pods if p.role == to_role and p.ready), None)
+        if stable is None or target is None:
+            return
+        history = await self.api.call("GET", self._history_path(namespace, stable.name))
+        await self.api.call("POST", self._history_path(namespace, target.name), body=history)
+
+    async def _store_history(self, obj: Mapping[str, Any], observation: Observation, version: int) -> None:
+        """The promoted canary pod's history, merged with a stable pod's when one answers, stored in
+        `NAME-history` marked with `version`: once per promotion, before the stable Deployment moves."""
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        canary = next(
+            (p for p in observation.pods if p.role == "canary" and p.version == version and p.ready), None
+        )
+        if canary is None:
+            return  # its pod is gone: nothing left to keep (the machine stops asking once none serves)
+        body = await self.api.call("GET", self._history_path(namespace, canary.name))
+        try:
+            merged = EvaluationHistory(int((body or {}).get("limit") or 100), parse_history(body))
+        except (ValueError, TypeError) as exc:
+            log.warning("%s/%s: the canary's history is unusable, not stored: %s", namespace, name, exc)
+            return
+        stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
+        if stable is not None:
+            try:
+                merged.merge(
+                    parse_history(await self.api.call("GET", self._history_path(namespace, stable.name)))
+                )
+            except (ApiError, ValueError) as exc:
+                # The canary's history holds what was handed to it; only the stable pod's latest are missed.
+                log.info("%s/%s: the stable pod's history is not merged in: %s", namespace, name, exc)
+        desired = builders.history_configmap(obj, merged.as_list(), version=version, limit=merged.limit)
+        collection = core_path(namespace, "configmaps")
+        cm_name = desired["metadata"]["name"]
+        if await self.api.get_or_none(f"{collection}/{cm_name}") is None:
+            try:
+                await self.api.call("POST", collection, body=desired)
+                return
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+        await self.api.merge_patch(
+            f"{collection}/{cm_name}",
+            {
+                "metadata": {"annotations": desired["metadata"]["annotations"]},
+                "binaryData": desired["binaryData"],
+            },
+        )
 
     # -- canary analysis query -------------------------------------------------------------------------------
 

@@ -168,6 +168,8 @@ def runtime_report(report: Mapping[str, Any], role: Role) -> RuntimeReport:
     timing = report.get("timing") or {}
     evaluated = timing.get("evaluated_at")
     reference = report.get("reference") or {}
+    history = report.get("history")
+    history = history if isinstance(history, Mapping) else {}
     score = report.get("overall_drift_score")
     return RuntimeReport(
         role=role,
@@ -183,7 +185,24 @@ def runtime_report(report: Mapping[str, Any], role: Role) -> RuntimeReport:
         reference_sha256=str(reference["sha256"])
         if isinstance(reference, Mapping) and reference.get("sha256")
         else None,
+        history_evaluations=_int(history.get("evaluations")) or 0,
+        history_newest=history_newest(history),
     )
+
+
+def history_newest(summary: Mapping[str, Any]) -> dict[int, float]:
+    """Version -> time of its newest entry, from a report's history summary (versions that are not numbers,
+    or have no time, are left out: they cannot be compared)."""
+    versions = summary.get("versions")
+    if not isinstance(versions, Mapping):
+        return {}
+    newest: dict[int, float] = {}
+    for key, seen in versions.items():
+        number = _int(key)
+        at = seen.get("newest_at") if isinstance(seen, Mapping) else None
+        if number is not None and isinstance(at, int | float) and not isinstance(at, bool) and at == at:
+            newest[number] = float(at)
+    return newest
 
 
 def _epoch_to_rfc3339(value: Any) -> str | None:
@@ -200,6 +219,7 @@ __all__ = [
     "LABEL_VERSION",
     "belongs_to",
     "deployment_observation",
+    "history_newest",
     "needs_log_tail",
     "pod_observation",
     "role_of",

@@ -256,6 +256,15 @@ class Reconciler:
             .get("annotations", {})
             .get(builders.ANNOTATION_REFERENCE_SHA256)
         )
+        history = next(
+            (
+                c
+                for c in config_maps
+                if (c.get("metadata") or {}).get("name") == builders.history_configmap_name(name)
+            ),
+            None,
+        )
+        history_annotations = ((history or {}).get("metadata") or {}).get("annotations") or {}
         deps = [
             d
             for d in (deployment_observation(d) for d in deployments if belongs_to(d, name))
@@ -289,6 +298,7 @@ class Reconciler:
             reports=reports,
             analysis_query=query,
             reference_stored_sha256=stored_sha,
+            history_stored_version=_int_or_none(history_annotations.get(builders.ANNOTATION_HISTORY_VERSION)),
         )
 
     async def _log_tail(self, namespace: str, pod: Mapping[str, Any], seen: Mapping[str, int]) -> str:
@@ -325,6 +335,13 @@ class Reconciler:
         if not isinstance(body, Mapping):
             return None
         return runtime_report(body, pod.role)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 __all__ = ["OperatorConfig", "Reconciler"]

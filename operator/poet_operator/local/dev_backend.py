@@ -11,7 +11,10 @@ What Kubernetes does for the operator, this module does on one machine, and noth
   cage says memory ended it: the cgroup's `oom_kill` counter grew while the process died of SIGKILL, or,
   under RLIMIT_AS, the crash record names `MemoryError` (the allocation failed inside the process instead of
   the kernel killing it). Otherwise `Error` (or `Completed` for exit 0);
-- readiness is `GET /readyz` (and the reference posted); the report is `GET /v1/report`.
+- readiness is `GET /readyz` (and the reference posted); the report is `GET /v1/report`;
+- the reference and the evaluation history kept for new processes are files in the working directory
+  (`reference.npz`, `history.json.gz` with `history-version` saying which promotion it was kept for), passed
+  to every process started later (`--reference-file`, `--history-file`), as pods mount their ConfigMaps.
 
 Every decision stays in `rollout.machine`; this module only observes and carries out.
 """
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor_runtime import contract
+from monitor_runtime.server.history import EvaluationHistory, encode_history_file, parse_history
 from poet_operator.k8s.observe import LABEL_VERSION, runtime_report, version_info
 from poet_operator.local.cage import Cage, make_cage
 from poet_operator.poet.engine import confirm_healthy_version
@@ -56,9 +60,11 @@ from poet_operator.rollout.actions import (
     EnsureDeployment,
     EnsureService,
     Generate,
+    HandOffHistory,
     HandOffReference,
     RecordLessons,
     RemoveDeployment,
+    StoreHistory,
 )
 from poet_operator.rollout.observations import (
     DeploymentObservation,
@@ -73,6 +79,7 @@ from poet_operator.rollout.observations import (
 from poet_operator.spec import MonitorSpec, SpecError
 
 HTTP_TIMEOUT = 2.0
+HISTORY_FILE_MAX = 384 * 1024  # as the ConfigMap a cluster keeps it in (k8s.builders.HISTORY_GZIP_MAX)
 REFERENCE_CONTENT_TYPE = "application/vnd.poet.reference+npz"
 STOP_GRACE_SECONDS = 15.0
 LOG_TAIL_BYTES = 4000
@@ -276,6 +283,7 @@ class ProcessBackend:
             pods=pods,
             reports=reports,
             reference_stored_sha256=self._reference_sha,
+            history_stored_version=self.history_stored_version(),
         )
 
     def consume_outcome(self, outcome: GenerationOutcome | None) -> None:
@@ -413,6 +421,8 @@ class ProcessBackend:
         if self.reference_file.exists():
             command += ["--reference-file", str(self.reference_file)]
             process.reference_sent = True  # loaded at start, as a pod mounts the reference ConfigMap
+        # Always passed, as the optional ConfigMap is always mounted: absent until the first promotion.
+        command += ["--history-file", str(self.history_file)]
         if process.cage is not None:
             command = process.cage.launcher_args() + command
             process.oom_before = process.cage.oom_kills()
@@ -522,6 +532,10 @@ class ProcessBackend:
             self._record_lessons(action.version)
         elif isinstance(action, HandOffReference):
             self._hand_off_reference(action.to_role)
+        elif isinstance(action, HandOffHistory):
+            self._hand_off_history(action.to_role)
+        elif isinstance(action, StoreHistory):
+            self._store_history(action.version)
         elif isinstance(action, ClearAnnotation):
             self.annotations.pop(action.key, None)
         elif isinstance(action, EnsureService | Emit):
@@ -548,6 +562,64 @@ class ProcessBackend:
     @property
     def reference_file(self) -> Path:
         return self.workdir / "reference.npz"
+
+    # -- the evaluation history ------------------------------------------------------------------------------
+
+    @property
+    def history_file(self) -> Path:
+        return self.workdir / "history.json.gz"
+
+    @property
+    def history_version_file(self) -> Path:
+        return self.workdir / "history-version"
+
+    def history_stored_version(self) -> int | None:
+        """The promotion the kept history was stored for (what a cluster reads from its annotation)."""
+        try:
+            return int(self.history_version_file.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            return None
+
+    def _history_of(self, role: str) -> tuple[int, list[dict[str, Any]]] | None:
+        """(limit, entries) of a ready process's `GET /v1/history`; None when it does not answer."""
+        process = self.processes.get(role)
+        if process is None or not process.ready:
+            return None
+        status, body = http("GET", process.url + "/v1/history", timeout=30.0)
+        if status != 200:
+            return None
+        try:
+            data = json.loads(body)
+            return int(data.get("limit") or 0), parse_history(data)
+        except ValueError:
+            return None
+
+    def _hand_off_history(self, to_role: str) -> None:
+        """As the operator does between pods: the stable process's history merged into `to_role`'s."""
+        stable, target = self.processes.get("stable"), self.processes.get(to_role)
+        if stable is None or target is None or not stable.ready or not target.ready:
+            return
+        status, body = http("GET", stable.url + "/v1/history", timeout=30.0)
+        if status == 200:
+            http("POST", target.url + "/v1/history", body, "application/json", timeout=30.0)
+
+    def _store_history(self, version: int) -> None:
+        """The promoted canary's history (merged with the stable process's) kept for processes started
+        later, then marked as stored for `version`: written whole, the mark last."""
+        canary = self.processes.get("canary")
+        source = self._history_of("canary") if canary is not None and canary.version == version else None
+        if source is None:
+            return
+        limit, entries = source
+        merged = EvaluationHistory(max(1, limit), entries)
+        stable = self._history_of("stable")
+        if stable is not None:
+            merged.merge(stable[1])
+        data, _ = encode_history_file(merged.as_list(), limit=merged.limit, max_bytes=HISTORY_FILE_MAX)
+        staging = self.history_file.with_suffix(".tmp")
+        staging.write_bytes(data)
+        staging.replace(self.history_file)
+        self.history_version_file.write_text(f"{version}\n", encoding="utf-8")
 
     def _generate(self, action: Generate, spec: MonitorSpec | None) -> None:
         with self._lock:

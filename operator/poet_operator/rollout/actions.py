@@ -65,6 +65,24 @@ class HandOffReference:
 
 
 @dataclass(frozen=True)
+class HandOffHistory:
+    """Merge the stable pod's evaluation history into the canary's (`GET /v1/history` from the one,
+    `POST /v1/history` to the other): the canary's report then draws the versions before it. Merging keeps
+    one entry per time and code, so doing it again changes nothing."""
+
+    to_role: Role = "canary"
+
+
+@dataclass(frozen=True)
+class StoreHistory:
+    """Keep the history of the version just promoted (its canary pod's, merged with a stable pod's) where
+    every new runtime pod merges it at start, marked as stored for `version`: the promoted version's new
+    stable pods start with the evaluations of the versions before them."""
+
+    version: int
+
+
+@dataclass(frozen=True)
 class Emit:
     """A Kubernetes Event on the monitor (and a line on the local timeline)."""
 
@@ -88,6 +106,8 @@ Action = (
     | DeleteVersions
     | RecordLessons
     | HandOffReference
+    | HandOffHistory
+    | StoreHistory
     | Emit
     | ClearAnnotation
 )
@@ -118,7 +138,9 @@ __all__ = [
     "EnsureDeployment",
     "EnsureService",
     "Generate",
+    "HandOffHistory",
     "HandOffReference",
     "RecordLessons",
     "RemoveDeployment",
+    "StoreHistory",
 ]

@@ -15,7 +15,9 @@ The rules, in the order they are applied:
    stable's, the Prometheus query when there is one. Pass: promote. Crashes past `restartTolerance` or a
    missed progress deadline: roll back, its crash is feedback.
 7. Unanswered feedback regenerates the next version, within `regenerationBudget`, with backoff between tries.
-8. The phase, conditions, health, history and what is kept are derived from the above.
+8. The evaluation history follows the monitor across versions: the stable pod's is handed to a canary that
+   lacks it, and at a promotion the canary's is stored once for the promoted version's new pods.
+9. The phase, conditions, health, the version list and what is kept are derived from the above.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from poet_operator.rollout.actions import (
     EnsureDeployment,
     EnsureService,
     Generate,
+    HandOffHistory,
     HandOffReference,
     RecordLessons,
     RemoveDeployment,
+    StoreHistory,
 )
 from poet_operator.rollout.observations import Observation, PodObservation, VersionInfo
 from poet_operator.rollout.status import (
@@ -90,6 +94,9 @@ class Policy:
     poll_seconds: float = 5.0  # how soon to look again while waiting on pods
     max_backoff_seconds: float = 3600.0
     resync_seconds: float = 60.0  # a settled monitor is looked at again this often (health, reference)
+    # After a promotion the canary's pod, which holds the new version's history, is kept at most this long
+    # while that history is not yet stored for the promoted version's new pods.
+    history_hold_seconds: float = 120.0
 
 
 def code_spec_hash(spec: MonitorSpec | dict[str, Any]) -> str:
@@ -190,6 +197,7 @@ class _Step:
         self.new_canary_failures: list[FeedbackRecord] = []
         self.notes: list[str] = []
         self.degraded: tuple[str, str] | None = None  # re-derived on every pass: what needs a person now
+        self.canary_kept_for_history = False  # the promoted canary's pod stays until its history is stored
 
     # -- small helpers ---------------------------------------------------------------------------------------
 
@@ -711,6 +719,7 @@ class _Step:
         entry = self.entry(number)
         if entry is not None:
             entry.state = "promoted"
+            entry.promoted = self.stamp
         self.emit("Normal", "Promoted", f"version {number} promoted to stable: {why}")
         self.s.stable_version = number
         self.s.canary_version = None
@@ -840,7 +849,11 @@ class _Step:
         if self.s.canary_version is not None:
             self.actions.append(EnsureDeployment("canary", self.s.canary_version))
         elif self.obs.canary is not None or self.obs.pods_of("canary"):
-            self.actions.append(RemoveDeployment("canary"))
+            if self.canary_kept_for_history:
+                self.notes.append("the promoted canary's pod stays until its history is stored")
+                self.wake_in(self.policy.poll_seconds)
+            else:
+                self.actions.append(RemoveDeployment("canary"))
 
     def hand_off_reference(self) -> None:
         stable = self.obs.reports.get("stable")
@@ -856,6 +869,47 @@ class _Step:
             and canary.reference_sha256 != stable.reference_sha256
         ):
             self.actions.append(HandOffReference("canary"))
+
+    def hand_off_history(self) -> None:
+        """A canary lacking the stable pod's history gets it. The canary starts with the history kept at the
+        last promotion; what it lacks is what the stable pod evaluated since. Decided from the two reports'
+        summaries (newest entry per version), so it happens once, or twice when the stable pod had not
+        evaluated since the canary started; never again once the canary holds an entry from after its
+        start."""
+        number, progress = self.s.canary_version, self.s.canary
+        stable, canary = self.obs.reports.get("stable"), self.obs.reports.get("canary")
+        if number is None or progress is None or stable is None or canary is None:
+            return
+        if stable.version != self.s.stable_version or canary.version != number:
+            return
+        stable_newest = max(stable.history_newest.values(), default=None)
+        if stable_newest is None:
+            return  # nothing to hand over
+        inherited = max((t for v, t in canary.history_newest.items() if v != number), default=None)
+        started = parse_time(progress.started)
+        if inherited is None or (
+            inherited < stable_newest and (started is None or inherited < started.timestamp())
+        ):
+            self.actions.append(HandOffHistory("canary"))
+
+    def store_history(self) -> None:
+        """Once per promotion, the promoted canary's history is stored for the new version's pods, before the
+        stable Deployment moves (this action comes first in the step). Level-triggered on the stored copy's
+        mark: a restart between the promotion and the write does it on the next pass, and the canary's pod
+        is kept (for `history_hold_seconds` at most) until the mark says it is done."""
+        number = self.s.stable_version
+        if number is None or self.s.canary_version is not None or self.obs.history_stored_version == number:
+            return
+        canary = self.obs.reports.get("canary")
+        pods = self.obs.pods_of("canary", number)
+        if canary is not None and canary.version == number and canary.history_evaluations > 0:
+            self.actions.append(StoreHistory(number))
+        elif canary is not None or not any(p.ready for p in pods):
+            return  # a canary with no history, or none serving: nothing to keep
+        entry = self.entry(number)
+        promoted = parse_time(entry.promoted if entry is not None else None)
+        if promoted is not None and (self.now - promoted).total_seconds() < self.policy.history_hold_seconds:
+            self.canary_kept_for_history = True
 
     def collect_garbage(self) -> None:
         keep = {self.s.stable_version, self.s.canary_version}
@@ -961,6 +1015,8 @@ class _Step:
         self.follow_spec()
         self.analyse_canary()
         self.regenerate_if_needed()
+        self.hand_off_history()
+        self.store_history()  # before the Deployments change: the promoted canary's pod is still there
         self.desired_objects()
         self.hand_off_reference()
         self.collect_garbage()

@@ -97,6 +97,9 @@ class RuntimeReport:
     evaluations: int = 0
     error_rate: float | None = None  # share of failed evaluations over the runtime's failure window
     reference_sha256: str | None = None
+    history_evaluations: int = 0  # entries in the pod's evaluation history (GET /v1/history)
+    # Per code version in that history, the time (seconds since the epoch) of its newest entry.
+    history_newest: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Observation:
     reports: dict[str, RuntimeReport] = field(default_factory=dict)  # by role
     analysis_query: tuple[bool, str] | None = None  # (passed, detail) when a Prometheus query was evaluated
     reference_stored_sha256: str | None = None  # the reference ConfigMap's fingerprint, if any
+    history_stored_version: int | None = None  # the promotion the kept history was stored for, if any
 
     def pods_of(self, role: Role, version: int | None = None) -> list[PodObservation]:
         return [p for p in self.pods if p.role == role and (version is None or p.version == version)]

@@ -62,6 +62,7 @@ class VersionEntry(_StatusModel):
     lessons_applied: list[str] = Field(default_factory=list, description="lessons (signature:remedy) applied")
     remedies: list[str] = Field(default_factory=list, description="remedies in effect (signature:remedy)")
     message: str = Field("", description="why it ended in its state (rejection reason, rollback cause)")
+    promoted: str | None = Field(None, description="RFC 3339 time it was promoted from canary to stable")
 
 
 class Failure(_StatusModel):

@@ -8,7 +8,9 @@
   just above what it uses and a large reference is posted to it; any other crash is a SIGKILL. The backend
   finds out how the process ended the way it always does (exit status, termination log, the cgroup's
   `oom_kill` counter);
-- `advance(seconds)` moves the backend's clock (the machine's time), not the processes'.
+- `advance(seconds)` moves the backend's clock (the machine's time), not the processes';
+- `evaluate(role)` sends the role's process a reference (once) and a window of rows, and waits for the
+  evaluation to show in its history.
 
 What the plain-data world fakes and processes cannot do on demand (a crash record from generated code, an
 error rate, a Prometheus query result) is left to the plain-data world; see `KIND` checks in the scenarios.
@@ -90,6 +92,7 @@ class ProcessWorld:
             clock=self.clock,
             generate_fn=self._generate,
             restart_backoff=(0.5, 2.0),
+            environment={"POET_MAX_EVALUATION_INTERVAL_S": "0.2"},
         )
 
     # -- the surface the scenarios use ---------------------------------------------------------------------
@@ -183,6 +186,32 @@ class ProcessWorld:
             assert time.monotonic() < deadline, "the kernel did not kill the process"
             http("POST", process.url + "/v1/reference", body.encode(), "text/csv", timeout=30.0)
         (cage.path / "memory.limit_in_bytes").write_text(str(cage.limit))  # the next container's limit
+
+    def evaluate(self, role: str) -> None:
+        """The role's process evaluates a window of real rows: one more entry in its history."""
+        process = self.backend.processes[role]
+        before = self._history(role)
+        rng = np.random.default_rng(len(before) + 10 * process.version)
+        if (self.backend.report(role) or {}).get("reference", {}).get("sha256") is None:
+            reference = "x\n" + "\n".join(f"{v:.6f}" for v in rng.normal(0, 1, 500))
+            status, body = http("POST", process.url + "/v1/reference", reference.encode(), "text/csv", 30.0)
+            assert status == 200, body
+        rows = "x\n" + "\n".join(f"{v:.6f}" for v in rng.normal(0.5, 1, 1000))
+        status, body = http("POST", process.url + "/v1/batches", rows.encode(), "text/csv", 30.0)
+        assert status == 202, body
+        deadline = time.monotonic() + READY_TIMEOUT
+        while len(self._history(role)) <= len(before):
+            assert time.monotonic() < deadline, f"the {role} process did not evaluate"
+            time.sleep(0.1)
+
+    def _history(self, role: str) -> list[dict[str, Any]]:
+        status, body = http("GET", self.backend.processes[role].url + "/v1/history")
+        assert status == 200, body
+        return list(json.loads(body)["evaluations"])
+
+    def history_versions(self, role: str) -> list[int]:
+        """The versions in the history of the role's process, oldest entry first."""
+        return [int(e["version"]) for e in self._history(role)]
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 from poet_operator.local.cage import make_cage, parse_memory
-from poet_operator.rollout.actions import Generate
+from poet_operator.rollout.actions import (
+    EnsureDeployment,
+    Generate,
+    HandOffHistory,
+    RemoveDeployment,
+    StoreHistory,
+)
 
 from tests.rollout.process_world import ProcessWorld
 from tests.rollout.world import CRASH_RECORD, World
@@ -375,3 +381,37 @@ def test_a_refused_spec_change_leaves_the_running_version_and_says_degraded(make
     degraded = world.status.condition("Degraded")
     assert degraded.status == "True" and degraded.reason == "InvalidSpec"
     assert "keeps running" in world.status.condition("Ready").message
+
+
+def test_the_history_follows_the_monitor_into_the_canary_and_the_promoted_version(
+    make_world: MakeWorld,
+) -> None:
+    world = running_world(make_world)
+    world.evaluate("stable")
+    world.advance(5)
+    world.evaluate("stable")
+    assert not world.step().of_type(HandOffHistory), "no canary: nothing to hand over"
+    world.annotations["poet.dev/regenerate"] = "true"
+    world.step()
+    world.finish_generations()
+    world.step()
+    assert world.status.canary_version == 2
+    world.pods_ready("canary")
+    decision = world.step()
+    assert decision.of_type(HandOffHistory) == [HandOffHistory("canary")]
+    assert world.history_versions("canary") == [1, 1]  # the canary's report now draws version 1 too
+    assert not world.step().of_type(HandOffHistory), "handed over once, not on every pass"
+    world.evaluate("canary")
+    world.advance(61)
+    decision = world.step()
+    assert decision.rollout == "promoted"
+    # Kept once, before the stable Deployment moves to the promoted version.
+    kinds = [type(a) for a in decision.actions if isinstance(a, StoreHistory | EnsureDeployment)]
+    assert decision.of_type(StoreHistory) == [StoreHistory(2)] and kinds[0] is StoreHistory
+    assert not decision.of_type(RemoveDeployment), "the canary's pod stays until its history is kept"
+    world.settle()
+    assert world.status.phase == "Running" and world.deployments == {"stable": 2}
+    # The promoted version's stable pod holds both versions: the report marks the change.
+    assert world.history_versions("stable") == [1, 1, 2]
+    later = [world.step() for _ in range(2)]
+    assert not any(d.of_type(StoreHistory) or d.of_type(HandOffHistory) for d in later)

@@ -18,8 +18,10 @@ from poet_operator.rollout.actions import (
     Emit,
     EnsureDeployment,
     Generate,
+    HandOffHistory,
     RecordLessons,
     RemoveDeployment,
+    StoreHistory,
 )
 from poet_operator.rollout.machine import Policy, code_spec_hash, decide
 from poet_operator.rollout.observations import (
@@ -59,6 +61,7 @@ class Pod:
     restarts: int = 0
     terminated: Terminated | None = None
     waiting: str = ""
+    history: set[tuple[float, int]] = field(default_factory=set)  # (time, version) of its evaluations
 
 
 @dataclass
@@ -89,6 +92,11 @@ class World:
     policy: Policy = field(default_factory=Policy)
     decisions: list[Decision] = field(default_factory=list)
     pod_counter: int = 0
+    # The history kept at the last promotion (every new pod starts with it) and the version it is for.
+    stored_history: set[tuple[float, int]] = field(default_factory=set)
+    history_stored_version: int | None = None
+    history_store_fails: bool = False  # the write of the kept history is refused (a 403, say)
+    history_actions: list[Any] = field(default_factory=list)
 
     # -- observation ---------------------------------------------------------------------------------------
 
@@ -126,7 +134,11 @@ class World:
         reports = {}
         if self.reports_visible:
             for role, version in self.deployments.items():
-                if any(p.role == role and p.ready for p in self.pods.values()):
+                pod = next((p for p in self.pods.values() if p.role == role and p.ready), None)
+                if pod is not None:
+                    newest: dict[int, float] = {}
+                    for at, number in pod.history:
+                        newest[number] = max(at, newest.get(number, at))
                     reports[role] = RuntimeReport(
                         role=role,  # type: ignore[arg-type]
                         version=version,
@@ -136,6 +148,8 @@ class World:
                         evaluations=10,
                         error_rate=self.error_rates.get(role, 0.0),
                         reference_sha256="abc",
+                        history_evaluations=len(pod.history),
+                        history_newest=newest,
                     )
         return Observation(
             now=self.now,
@@ -152,6 +166,7 @@ class World:
             reports=reports,
             analysis_query=self.query,
             reference_stored_sha256="abc",
+            history_stored_version=self.history_stored_version,
         )
 
     # -- one reconcile ---------------------------------------------------------------------------------------
@@ -177,7 +192,8 @@ class World:
                     del self.pods[name]
                 self.pod_counter += 1
                 name = f"pod-{action.role}-{self.pod_counter}"
-                self.pods[name] = Pod(name, action.role, action.version)
+                # A new pod merges the kept history at start (the mounted NAME-history).
+                self.pods[name] = Pod(name, action.role, action.version, history=set(self.stored_history))
         elif isinstance(action, RemoveDeployment):
             self.deployments.pop(action.role, None)
             for name in [n for n, p in self.pods.items() if p.role == action.role]:
@@ -189,6 +205,19 @@ class World:
         elif isinstance(action, RecordLessons):
             if action.version not in self.lessons_recorded:  # a backend records a version's lessons once
                 self.lessons_recorded.append(action.version)
+        elif isinstance(action, HandOffHistory):
+            self.history_actions.append(action)
+            stable = [p for p in self.pods.values() if p.role == "stable" and p.ready]
+            for target in [p for p in self.pods.values() if p.role == action.to_role and p.ready]:
+                if stable:
+                    target.history |= stable[0].history  # a merge: one entry per (time, code)
+        elif isinstance(action, StoreHistory):
+            self.history_actions.append(action)
+            canary = [p for p in self.pods.values() if p.role == "canary" and p.version == action.version]
+            if canary and canary[0].ready and not self.history_store_fails:
+                stable = [p for p in self.pods.values() if p.role == "stable" and p.ready]
+                self.stored_history = canary[0].history | (stable[0].history if stable else set())
+                self.history_stored_version = action.version
         elif isinstance(action, Emit):
             self.events.append(action)
         elif isinstance(action, ClearAnnotation):
@@ -228,6 +257,17 @@ class World:
                 pod.ready = False
                 pod.terminated = Terminated(exit_code, reason, message, self.now.isoformat())
                 pod.waiting = "CrashLoopBackOff"
+
+    def evaluate(self, role: str) -> None:
+        """The role's ready pods evaluate a window now: one history entry each."""
+        for pod in self.pods.values():
+            if pod.role == role and pod.ready:
+                pod.history.add((self.now.timestamp(), pod.version))
+
+    def history_versions(self, role: str) -> list[int]:
+        """The versions in the history of the role's ready pod, oldest entry first."""
+        pod = next(p for p in self.pods.values() if p.role == role and p.ready)
+        return [version for _, version in sorted(pod.history)]
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)

@@ -385,6 +385,12 @@ def stream_batches(path: Path, rows: int) -> Iterator[str]:
         yield head + "\n" + "\n".join(cut(x) for x in body[start : start + rows]) + "\n"
 
 
+def history_versions(http: ApiHttp, path: str) -> set[int]:
+    """The code versions in a runtime's `GET /v1/history` (empty when it does not answer)."""
+    code, body = http.request("GET", path)
+    return {int(e["version"]) for e in json.loads(body)["evaluations"]} if code == 200 else set()
+
+
 def feed(http: ApiHttp, path: str, batches: Iterator[str], stop: typing.Callable[[], bool]) -> int:
     """Post batches until ``stop()`` says enough or they run out; the number of batches posted.
 
@@ -462,6 +468,12 @@ def test_a_monitor_killed_for_memory_is_regenerated_canaried_and_promoted(
         )
 
     assert wait_until(kept, 60, "the reference kept in payments-reference") == stable_sha
+    # ... and starts its history with version 1's evaluations, handed over by the operator.
+    wait_until(
+        lambda: 1 in history_versions(http, ApiHttp.pod_proxy(ns, canary, "/v1/history")),
+        60,
+        "version 1's evaluations in the canary's history",
+    )
     feed(
         http,
         ApiHttp.pod_proxy(ns, canary, "/v1/batches"),
@@ -486,6 +498,15 @@ def test_a_monitor_killed_for_memory_is_regenerated_canaried_and_promoted(
         ),
         120,
         "the stable Deployment running version 2 alone",
+    )
+    # The history followed the monitor: kept in payments-history at the promotion, and merged at start by
+    # version 2's new stable pod, whose report draws where the version changed.
+    history = namespace.get("configmap", "payments-history")
+    assert history["metadata"]["annotations"]["poet.dev/history-version"] == "2", history["metadata"]
+    wait_until(
+        lambda: {1, 2} <= history_versions(http, ApiHttp.service_proxy(ns, "payments", "/v1/history")),
+        60,
+        "evaluations of versions 1 and 2 in GET /v1/history through the Service",
     )
     reasons = [e["reason"] for e in events(namespace, "payments")]
     for reason in ("RuntimeFailed", "Generating", "CanaryStarted", "Promoted"):

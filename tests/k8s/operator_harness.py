@@ -11,6 +11,7 @@ answers the runtime's HTTP API through the API server's pod proxy, as a real run
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import threading
@@ -26,6 +27,7 @@ from poet_operator.k8s.main import build_operator
 from poet_operator.k8s.reconciler import OperatorConfig
 from poet_operator.rollout.machine import Policy
 
+from monitor_runtime.server.history import EvaluationHistory, decode_history_file, parse_history
 from tests.k8s.emulator import EmulatedCluster
 
 NS = "ml"
@@ -120,6 +122,9 @@ class Kubelet:
         self.references: dict[str, bytes] = {}  # pod name -> reference npz it holds
         self.posted_references: list[tuple[str, bytes]] = []
         self.logs: dict[str, str] = {}  # pod name -> what `kubectl logs --previous` prints
+        # pod name -> its evaluation history (GET /v1/history's entries); a new pod starts with the mounted
+        # NAME-history ConfigMap's, as `poetmon serve --history-file` merges it
+        self.histories: dict[str, list[dict[str, Any]]] = {}
         self._install_pod_api()
 
     def close(self) -> None:
@@ -230,8 +235,22 @@ class Kubelet:
                     "spec": {"containers": [{"name": "runtime", "image": RUNTIME_IMAGE}]},
                     "status": pod_status(ready=ready),
                 }
+                self.histories[name] = self._mounted_history(monitor, dep_name)
                 self.api.request("POST", core_path(NS, "pods"), body=pod)
         self.update_deployment_status(monitor)
+
+    def _mounted_history(self, monitor: str, deployment: str) -> list[dict[str, Any]]:
+        """What a new pod's runtime merges at start: the history ConfigMap its Deployment mounts, if any."""
+        dep = self.deployment(deployment) or {}
+        volumes = ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("volumes") or []
+        names = {(v.get("configMap") or {}).get("name") for v in volumes}
+        if f"{monitor}-history" not in names:
+            return []
+        cm = self.get(core_path(NS, "configmaps", f"{monitor}-history"))
+        if cm is None:
+            return []  # optional: absent before the first promotion
+        data = base64.b64decode(cm["binaryData"]["history.json.gz"])
+        return decode_history_file(data, max_bytes=64 * 1024 * 1024)
 
     def update_deployment_status(self, monitor: str) -> None:
         pods = self.pods(monitor)
@@ -290,6 +309,8 @@ class Kubelet:
         emulator["get", re.compile(base + "/report")] << self._report
         emulator["get", re.compile(base + "/reference")] << self._get_reference
         emulator["post", re.compile(base + "/reference")] << self._post_reference
+        emulator["get", re.compile(base + "/history")] << self._get_history
+        emulator["post", re.compile(base + "/history")] << self._post_history
         emulator["get", re.compile(rf"/api/v1/namespaces/{NS}/pods/[^/:]+/log")] << self._log
 
     def _pod_of(self, request: Any) -> dict[str, Any] | None:
@@ -321,6 +342,7 @@ class Kubelet:
                 "rows": 100 if reference else None,
                 "sha256": _sha(reference) if reference else None,
             },
+            "history": EvaluationHistory(100, self.histories.get(name, [])).summary(),
         }
         report.update(self.reports.get(name, {}))
         return report
@@ -347,6 +369,25 @@ class Kubelet:
         self.references[pod["metadata"]["name"]] = bytes(request.body)
         self.posted_references.append((pod["metadata"]["name"], bytes(request.body)))
         return {"reference_rows": 100}
+
+
+    def _get_history(self, request: Any) -> Any:
+        pod = self._pod_of(request)
+        if pod is None:
+            raise KubernetesNotFoundError()
+        return EvaluationHistory(100, self.histories.get(pod["metadata"]["name"], [])).to_json()
+
+    def _post_history(self, request: Any) -> Any:
+        """The runtime's merge (one entry per time and code), over the JSON body the operator sent."""
+        pod = self._pod_of(request)
+        if pod is None:
+            raise KubernetesNotFoundError()
+        name = pod["metadata"]["name"]
+        held = EvaluationHistory(100, self.histories.get(name, []))
+        received = parse_history(request.data)
+        held.merge(received)
+        self.histories[name] = held.as_list()
+        return {"received": len(received), "evaluations": len(self.histories[name])}
 
 
 def _sha(data: bytes) -> str:

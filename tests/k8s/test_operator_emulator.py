@@ -378,3 +378,67 @@ def test_an_empty_termination_message_brings_in_the_log_tail_and_old_versions_ar
     stored = json.loads(lessons["data"]["lessons.json"])["lessons"]
     evidence = [e["monitor"] for lesson in stored for e in lesson["evidence"]]
     assert sorted(evidence) == ["credit", "fraud"]
+
+
+def _entry(at: float, version: int) -> dict:
+    return {
+        "at": at,
+        "version": version,
+        "code_sha256": f"{version:064d}",
+        "overall_drift_score": 0.1,
+        "features": {},
+    }
+
+
+def test_the_history_follows_the_monitor_to_the_canary_and_is_kept_at_promotion(
+    kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    spec = {**SPEC, "rollout": {**SPEC["rollout"], "canaryAnalysisSeconds": 3600}}
+    running_monitor(kubelet, spec=spec)
+    stable_pod = kubelet.pods("credit", "stable")[0]["metadata"]["name"]
+    assert kubelet.histories[stable_pod] == []  # no history kept yet: the optional ConfigMap is absent
+    kubelet.histories[stable_pod] = [_entry(1796126400.0, 1), _entry(1796126460.0, 1)]
+    kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/regenerate": "true"}}})
+    canary_of(kubelet, 2)
+    eventually(lambda: kubelet.deployment("credit-canary"), what="the canary Deployment")
+    for role in ("stable", "canary"):
+        template = kubelet.deployment("credit" if role == "stable" else "credit-canary")["spec"]["template"]
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert volumes["history"]["configMap"] == {
+            "name": "credit-history",
+            "defaultMode": 0o444,
+            "optional": True,
+        }
+    kubelet.sync("credit")
+    canary_pod = kubelet.pods("credit", "canary")[0]["metadata"]["name"]
+    # Handed over through the pod proxy: GET from the stable pod, POST (JSON) to the canary pod.
+    eventually(
+        lambda: [e["version"] for e in kubelet.histories[canary_pod]] == [1, 1], what="the canary's history"
+    )
+    kubelet.histories[canary_pod].append(_entry(1796126520.0, 2))  # the canary evaluates
+    assert "credit-history" not in kubelet.configmaps("credit"), "nothing kept before a promotion"
+    kubelet.patch_monitor("credit", {"metadata": {"annotations": {"poet.dev/promote": "true"}}})
+    kept = eventually(lambda: kubelet.configmaps("credit").get("credit-history"), what="the kept history")
+    assert kept["metadata"]["annotations"] == {
+        "poet.dev/history-version": "2",
+        "poet.dev/history-evaluations": "3",
+    }
+    assert kept["metadata"]["ownerReferences"][0]["uid"] == "uid-credit"  # collected with the monitor
+    eventually(lambda: promoted(kubelet, "credit", 2), what="promotion of version 2, the canary removed")
+    kubelet.sync("credit")
+    new_stable = kubelet.pods("credit", "stable")[0]["metadata"]["name"]
+    assert new_stable != stable_pod
+    # The promoted version's first pod starts with both versions: its report draws the change.
+    assert [e["version"] for e in kubelet.histories[new_stable]] == [1, 1, 2]
+    passes_after(operator, 3)
+    writes = [
+        c
+        for c in kubelet.cluster.requests()
+        if c.resource == "configmaps"
+        and c.verb in ("create", "patch")
+        and (
+            c.name == "credit-history"
+            or ((c.body or {}).get("metadata") or {}).get("name") == "credit-history"
+        )
+    ]
+    assert len(writes) == 1, "written once per promotion, never on a resync"

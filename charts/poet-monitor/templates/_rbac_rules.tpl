@@ -16,7 +16,8 @@ operator's integration tests): every call allowed, nothing granted that is not c
 - apiGroups: ["poet.dev"]
   resources: ["modelmonitors/status"]
   verbs: ["patch"]
-# Version ConfigMaps (NAME-vN, immutable; old ones pruned) and the reference ConfigMap (NAME-reference).
+# Version ConfigMaps (NAME-vN, immutable; old ones pruned), the reference ConfigMap (NAME-reference) and the
+# history kept at each promotion (NAME-history).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "patch", "delete"]
@@ -36,7 +37,8 @@ operator's integration tests): every call allowed, nothing granted that is not c
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# Reports are read (GET) and references handed over (POST) through the API server's pod proxy.
+# Reports and histories are read (GET), references and histories handed over (POST) through the API
+# server's pod proxy.
 - apiGroups: [""]
   resources: ["pods/proxy"]
   verbs: ["get", "create"]

@@ -449,7 +449,7 @@ async def post_history(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     held = rt.evaluator.history.merge(entries)
-    rt.evaluator.dirty = True
+    rt.evaluator.history_changed()
     return web.json_response({"received": len(entries), "evaluations": held})
 
 

@@ -16,6 +16,9 @@ from typing import Any
 
 _NAME = "checkpoint.pkl"
 _MAGIC = b"POETCKPT1\n"
+# The evaluation history beside the checkpoint (GET /v1/history's JSON), written after every change: it is
+# small next to a monitor's state, and a kill between periodic checkpoints must not lose it.
+HISTORY_NAME = "history.json"
 
 
 class CheckpointError(Exception):
@@ -32,6 +35,20 @@ def save_checkpoint(directory: str | os.PathLike[str], state: dict[str, Any]) ->
     tmp = root / f".{_NAME}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:
         fh.write(_MAGIC + digest + b"\n" + payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def save_history(directory: str | os.PathLike[str], text: str) -> Path:
+    """Atomically write the history's JSON text beside the checkpoint; returns the file path."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / HISTORY_NAME
+    tmp = root / f".{HISTORY_NAME}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, target)

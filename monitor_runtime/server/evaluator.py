@@ -269,7 +269,16 @@ class Evaluator:
         # ("reference" | "current", predictions, actuals, scores) for the report's prediction quality.
         self.on_predictions: PredictionObserver | None = None
         self.history = EvaluationHistory(settings.history_size)
+        # Called on the event loop whenever the history changed (an evaluation, a merge): it is saved apart
+        # from the periodic checkpoint, so a kill between checkpoints does not lose it.
+        self.on_history_changed: Callable[[], None] | None = None
         self._busy = asyncio.Lock()
+
+    def history_changed(self) -> None:
+        """The history gained entries (an evaluation, a merge): due in the next checkpoint, saved now."""
+        self.dirty = True
+        if self.on_history_changed is not None:
+            self.on_history_changed()
 
     # ------------------------------------------------------------ ingestion side (event loop, no awaits)
 
@@ -409,6 +418,7 @@ class Evaluator:
                 rows=n_rows,
             )
         )
+        self.history_changed()
         if isinstance(pred_result, Mapping):
             self.latest_predictions = dict(pred_result)
             self.metrics.record_predictions(pred_result)

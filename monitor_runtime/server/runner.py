@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from monitor_runtime import reference_npz
+from monitor_runtime import json_safe, reference_npz
 from monitor_runtime.server import checkpoint as ckpt
 from monitor_runtime.server.app import Runtime, build_app
 from monitor_runtime.server.crash import (
@@ -216,6 +216,9 @@ class MonitorProcess:
             self.runtime.settings = replace(settings, unknown_columns="reject")
         self.runtime.on_reference_changed = self._checkpoint_soon
         self._pending_checkpoint: asyncio.Task[bool] | None = None
+        self.evaluator.on_history_changed = self._save_history_soon
+        self._history_writer: asyncio.Task[None] | None = None
+        self._history_unsaved = False
         # One checkpoint at a time: the periodic, the reference's and the final one share a file.
         self._checkpoint_lock = asyncio.Lock()
         self.app = build_app(self.runtime)
@@ -226,6 +229,31 @@ class MonitorProcess:
             self._pending_checkpoint = asyncio.get_running_loop().create_task(
                 self.checkpoint(), name="poet-checkpoint-reference"
             )
+
+    def _save_history_soon(self) -> None:
+        """Save the history beside the checkpoint now, in the background: one write at a time, and one more
+        after it when the history changed meanwhile (no write is skipped, none piles up)."""
+        if not self.checkpoint_dir:
+            return
+        self._history_unsaved = True
+        if self._history_writer is None or self._history_writer.done():
+            self._history_writer = asyncio.get_running_loop().create_task(
+                self._write_history(self.checkpoint_dir), name="poet-history"
+            )
+
+    async def _write_history(self, checkpoint_dir: str) -> None:
+        loop = asyncio.get_running_loop()
+        while self._history_unsaved:
+            self._history_unsaved = False
+            # Entries never change once added: a copy of the list can be encoded off the event loop.
+            history = self.evaluator.history.to_json()
+            try:
+                text = await loop.run_in_executor(None, json_safe.dumps, history)
+                await loop.run_in_executor(None, ckpt.save_history, checkpoint_dir, text)
+            except Exception as exc:
+                self.metrics.errors.labels("checkpoint").inc()
+                self.log("history.save_failed", level="error", error=repr(exc)[:500])
+                return
 
     # ------------------------------------------------------------ crash
 
@@ -291,7 +319,28 @@ class MonitorProcess:
         return True
 
     async def resume(self) -> None:
-        """Resume from the checkpoint directory when it holds a checkpoint of this very code."""
+        """Resume from the checkpoint directory: the checkpoint when it holds this very code, then the
+        history saved beside it (newer than the checkpoint's when the process was killed between two)."""
+        await self._resume_checkpoint()
+        await self._merge_saved_history()
+
+    async def _merge_saved_history(self) -> None:
+        if not self.checkpoint_dir:
+            return
+        path = Path(self.checkpoint_dir) / ckpt.HISTORY_NAME
+        loop = asyncio.get_running_loop()
+        try:
+            # Its own file, written by this runtime: the size bound is only a sanity check.
+            entries = await loop.run_in_executor(None, _read_history_file, str(path), 1 << 30)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.log("history.unreadable", level="warning", path=str(path), error=str(exc)[:500])
+            return
+        held = self.evaluator.history.merge(entries)
+        self.log("history.resumed", path=str(path), entries=len(entries), held=held)
+
+    async def _resume_checkpoint(self) -> None:
         if not self.checkpoint_dir:
             return
         try:
@@ -412,7 +461,7 @@ class MonitorProcess:
             )
             return False
         held = self.evaluator.history.merge(entries)
-        self.evaluator.dirty = True
+        self.evaluator.history_changed()
         versions = sorted({str(e.get("version")) for e in entries})
         self.log("history.file_loaded", path=path, entries=len(entries), held=held, versions=versions)
         return True
@@ -500,6 +549,8 @@ class MonitorProcess:
                 deadline_s=self.settings.shutdown_deadline_s,
             )
         elif not self.evaluator.host.stuck:  # a stuck worker would never answer state()
+            if self._history_writer is not None and not self._history_writer.done():
+                await asyncio.wait([self._history_writer], timeout=max(0.1, _left(deadline)))
             try:
                 await asyncio.wait_for(self.checkpoint(), timeout=_left(deadline))
             except TimeoutError:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from poet_operator.local.cage import make_cage, parse_memory
 
+from monitor_runtime.server.history import decode_history_file
+
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = "200M"
 
@@ -72,7 +74,32 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _dev(tmp_path: Path, data: Path, *, analysis: int, tolerance: int) -> subprocess.Popen[str]:
+@pytest.fixture(scope="module")
+def data_with_a_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same burst, then a longer quiet period: traffic goes on after the promotion."""
+    out = tmp_path_factory.mktemp("payments-tail")
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "payments" / "make_data.py"),
+            "--out",
+            str(out),
+            "--burst",
+            "200000",
+            "--trickle",
+            "60000",
+            "--reference",
+            "5000",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _dev(
+    tmp_path: Path, data: Path, *, analysis: int, tolerance: int, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC % {"analysis": analysis, "tolerance": tolerance})
     return subprocess.Popen(
@@ -95,6 +122,7 @@ def _dev(tmp_path: Path, data: Path, *, analysis: int, tolerance: int) -> subpro
             str(tmp_path / "work"),
             "--max-seconds",
             "400",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -145,6 +173,33 @@ def test_oom_killed_version_is_regenerated_with_bounded_memory_and_promoted(
         out.index("RESULT  phase Running, stable version 2"),
     ]
     assert order == sorted(order)
+
+
+@needs_cgroup
+def test_the_promoted_version_reports_the_history_of_the_version_before_it(
+    tmp_path: Path, data_with_a_tail: Path
+) -> None:
+    """In a cluster each version is a new pod with its own checkpoint; `poetmon dev` plays it the same way:
+    the canary process is handed the stable process's history, and the promoted version's report draws
+    version 1's evaluations and its own, with the change marked."""
+    dev = _dev(tmp_path, data_with_a_tail, analysis=3, tolerance=1, extra=("--until", "healed"))
+    out, _ = dev.communicate(timeout=480)
+    assert dev.returncode == 0, out
+    work = tmp_path / "work"
+    assert _version_states(work) == {1: "superseded", 2: "promoted"}
+    report = json.loads((work / "report.json").read_text())
+    assert report["version"]["version"] == 2
+    versions = report["history"]["versions"]
+    assert {"1", "2"} <= set(versions), report["history"]
+    # Version 1 evaluated before the kernel killed it; its evaluations outlived the kill and the version.
+    assert versions["1"]["newest_at"] < versions["2"]["newest_at"]
+    html = (work / "report.html").read_text()
+    assert ">v2</text>" in html and "version change marked" in html
+    # Kept once at the promotion, for processes started later (a cluster's NAME-history ConfigMap): what the
+    # canary held then, version 1's evaluations at least.
+    assert (work / "history-version").read_text().strip() == "2"
+    kept = decode_history_file((work / "history.json.gz").read_bytes(), max_bytes=1 << 26)
+    assert 1 in {e["version"] for e in kept}
 
 
 @needs_cgroup

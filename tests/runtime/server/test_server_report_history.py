@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .runtime_server_helpers import (
     frame,
     http,
     running_monitor,
+    wait_until,
     write_version,
 )
 
@@ -293,3 +295,33 @@ def test_poetmon_serve_takes_the_history_file_option(tmp_path: Path, server_fact
     assert json.loads(http("GET", server.url + "/v1/history")[1])["evaluations"] == entries
     report = json.loads(http("GET", server.url + "/v1/report")[1])
     assert report["history"]["versions"] == {"1": {"evaluations": 1, "newest_at": 1796126400.0}}
+
+
+def test_the_history_survives_a_kill_between_checkpoints(tmp_path: Path, server_factory: Any) -> None:
+    """An OOM kill comes when it comes: the evaluations made since the last periodic checkpoint stay in the
+    history (saved beside the checkpoint after each change), so the report and the next version keep them."""
+    code_dir = write_version(tmp_path / "v1")
+    env = {"POET_CHECKPOINT_INTERVAL_S": "3600"}  # no periodic checkpoint during the test
+    server = server_factory(code_dir, env=env)
+    server.wait_ready(timeout=60)
+    assert http("POST", server.url + "/v1/reference", columns_json(frame(600, 1)))[0] == 200
+    for i in range(2):
+        assert http("POST", server.url + "/v1/batches", columns_json(frame(200, 80 + i)))[0] == 202
+        wait_until(
+            lambda i=i: len(json.loads(http("GET", server.url + "/v1/history")[1])["evaluations"]) > i,
+            30,
+            what=f"evaluation {i + 1}",
+        )
+    held = json.loads(http("GET", server.url + "/v1/history")[1])["evaluations"]
+    wait_until(
+        lambda: (server.checkpoint_dir / "history.json").exists()
+        and len(json.loads((server.checkpoint_dir / "history.json").read_text())["evaluations"]) == 2,
+        30,
+        what="the history saved beside the checkpoint",
+    )
+    server.signal(signal.SIGKILL)
+    server.proc.wait(30)
+    again = server_factory(code_dir, env=env)  # the same checkpoint directory, as a container restart
+    again.wait_ready(timeout=60)
+    assert json.loads(http("GET", again.url + "/v1/history")[1])["evaluations"] == held
+    assert any(e.get("event") == "history.resumed" for e in again.log_events())

@@ -152,28 +152,21 @@ def encode_history_file(
     entries: Iterable[Mapping[str, Any]], *, limit: int, max_bytes: int
 ) -> tuple[bytes, int]:
     """A history as a file new pods merge at start: gzip of compact JSON (`GET /v1/history`'s form), the
-    oldest entries left out until it is at most `max_bytes`. Returns (bytes, entries kept). Deterministic
-    (no time in the gzip header), so the same history always gives the same bytes."""
+    oldest entries left out until it is at most `max_bytes` (close to the most that fit). Returns (bytes,
+    entries kept). Deterministic (no time in the gzip header): the same history gives the same bytes."""
     ordered = sorted((dict(e) for e in entries), key=lambda e: float(e["at"]))
 
     def encode(kept: list[dict[str, Any]]) -> bytes:
         text = json_safe.dumps({"limit": limit, "evaluations": kept}, separators=(",", ":"))
-        return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+        return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
 
     data = encode(ordered)
-    if len(data) <= max_bytes:
-        return data, len(ordered)
-    # The newest entries matter most: find the most of them that fit (the size grows with the count).
-    low, high = 0, len(ordered)
-    best = encode([])
-    while low < high:
-        middle = (low + high + 1) // 2
-        candidate = encode(ordered[len(ordered) - middle :])
-        if len(candidate) <= max_bytes:
-            low, best = middle, candidate
-        else:
-            high = middle - 1
-    return best, low
+    keep = len(ordered)
+    # The compressed size grows about in proportion to the count: a few shrinking steps land just under.
+    while len(data) > max_bytes and keep > 0:
+        keep = max(0, min(keep - 1, int(keep * max_bytes / len(data) * 0.98)))
+        data = encode(ordered[len(ordered) - keep :])
+    return data, keep
 
 
 def decode_history_file(data: bytes, *, max_bytes: int) -> list[dict[str, Any]]:

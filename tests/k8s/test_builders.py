@@ -20,7 +20,7 @@ from poet_operator.spec import MonitorSpec
 
 from monitor_runtime.contract import CODE_FILE, MANIFEST_FILE, write_version_dir
 from monitor_runtime.reference_npz import EncodedReference, decode_reference, encode_reference
-from monitor_runtime.server.history import decode_history_file
+from monitor_runtime.server.history import decode_history_file, encode_history_file
 
 K8S_VERSION = "1.37"  # the newest schemas kubernetes-validate ships
 NAME, NAMESPACE, UID = "credit-monitor", "ml", "6f1c1f2e-3a7b-4c55-9d0e-1d2f3a4b5c6d"
@@ -676,15 +676,17 @@ def test_history_configmap_holds_the_history_as_gzip_marked_with_its_version() -
 
 
 def test_history_configmap_leaves_out_the_oldest_entries_past_its_size() -> None:
-    # Random feature names compress badly: 2,000 entries of 100 features are megabytes of gzip.
-    entries = history_entries(2000, features=100)
-    cm = builders.history_configmap(MONITOR, entries, version=7, limit=2000)
+    # Random feature names compress badly: 600 entries of 100 features are over a megabyte of gzip.
+    entries = history_entries(600, features=100)
+    cm = builders.history_configmap(MONITOR, entries, version=7, limit=600)
     encoded = cm["binaryData"]["history.json.gz"]
     assert len(encoded) <= 4 * builders.HISTORY_GZIP_MAX // 3 + 4 < 900 * 1024
     kept = int(cm["metadata"]["annotations"]["poet.dev/history-evaluations"])
-    assert 0 < kept < 2000
+    assert 0 < kept < 600
     decoded = decode_history_file(base64.b64decode(encoded), max_bytes=10**9)
     assert decoded == entries[-kept:]  # the newest ones, oldest first
+    more = encode_history_file(entries[-int(kept * 1.1) :], limit=600, max_bytes=10**9)[0]
+    assert len(more) > builders.HISTORY_GZIP_MAX, "close to the most that fit, not far below"
 
 
 ARCHIVE = reference_archive(40)

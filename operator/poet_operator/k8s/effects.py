@@ -479,7 +479,8 @@ class Effects:
             return  # its pod is gone: nothing left to keep (the machine stops asking once none serves)
         body = await self.api.call("GET", self._history_path(namespace, canary.name))
         try:
-            merged = EvaluationHistory(int((body or {}).get("limit") or 100), parse_history(body))
+            entries = parse_history(body)
+            merged = EvaluationHistory(int(body.get("limit") or 100), entries)
         except (ValueError, TypeError) as exc:
             log.warning("%s/%s: the canary's history is unusable, not stored: %s", namespace, name, exc)
             return
@@ -492,7 +493,11 @@ class Effects:
             except (ApiError, ValueError) as exc:
                 # The canary's history holds what was handed to it; only the stable pod's latest are missed.
                 log.info("%s/%s: the stable pod's history is not merged in: %s", namespace, name, exc)
-        desired = builders.history_configmap(obj, merged.as_list(), version=version, limit=merged.limit)
+        # Compressing (and cutting to size) a wide monitor's history takes a while: not on the event loop.
+        desired = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: builders.history_configmap(obj, merged.as_list(), version=version, limit=merged.limit),
+        )
         collection = core_path(namespace, "configmaps")
         cm_name = desired["metadata"]["name"]
         if await self.api.get_or_none(f"{collection}/{cm_name}") is None:

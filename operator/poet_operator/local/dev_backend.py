@@ -41,6 +41,7 @@ from typing import Any
 
 from monitor_runtime import contract
 from monitor_runtime.server.history import EvaluationHistory, encode_history_file, parse_history
+from poet_operator.k8s.builders import HISTORY_GZIP_MAX  # as large as a cluster keeps it
 from poet_operator.k8s.observe import LABEL_VERSION, runtime_report, version_info
 from poet_operator.local.cage import Cage, make_cage
 from poet_operator.poet.engine import confirm_healthy_version
@@ -79,7 +80,6 @@ from poet_operator.rollout.observations import (
 from poet_operator.spec import MonitorSpec, SpecError
 
 HTTP_TIMEOUT = 2.0
-HISTORY_FILE_MAX = 384 * 1024  # as the ConfigMap a cluster keeps it in (k8s.builders.HISTORY_GZIP_MAX)
 REFERENCE_CONTENT_TYPE = "application/vnd.poet.reference+npz"
 STOP_GRACE_SECONDS = 15.0
 LOG_TAIL_BYTES = 4000
@@ -615,7 +615,7 @@ class ProcessBackend:
         stable = self._history_of("stable")
         if stable is not None:
             merged.merge(stable[1])
-        data, _ = encode_history_file(merged.as_list(), limit=merged.limit, max_bytes=HISTORY_FILE_MAX)
+        data, _ = encode_history_file(merged.as_list(), limit=merged.limit, max_bytes=HISTORY_GZIP_MAX)
         staging = self.history_file.with_suffix(".tmp")
         staging.write_bytes(data)
         staging.replace(self.history_file)

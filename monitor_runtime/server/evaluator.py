@@ -407,8 +407,8 @@ class Evaluator:
         self.rows_in_last_evaluation = n_rows
         self.metrics.record_result(result)
         self.metrics.last_evaluation.set(self.evaluated_at)
-        await self._observe(self.on_evaluated, columns, n_rows)
-        await self.observe_predictions("current", preds, acts, scores)
+        # With the latest result, before any await: a report that shows this evaluation shows its history
+        # entry and its prediction metrics too.
         self.history.add(
             history_entry(
                 result,
@@ -422,6 +422,8 @@ class Evaluator:
         if isinstance(pred_result, Mapping):
             self.latest_predictions = dict(pred_result)
             self.metrics.record_predictions(pred_result)
+        await self._observe(self.on_evaluated, columns, n_rows)
+        await self.observe_predictions("current", preds, acts, scores)
         for event in result.get("events") or []:
             if isinstance(event, Mapping):
                 self.log.poet_event(

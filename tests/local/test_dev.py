@@ -76,7 +76,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def data_with_a_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same burst, then a longer quiet period: traffic goes on after the promotion."""
+    """The same burst, then a long quiet period: traffic goes on after the promotion, however slowly the
+    canary came up (the run stops once the promoted version has evaluated, `--until healed`)."""
     out = tmp_path_factory.mktemp("payments-tail")
     subprocess.run(
         [
@@ -87,7 +88,7 @@ def data_with_a_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--burst",
             "200000",
             "--trickle",
-            "60000",
+            "150000",
             "--reference",
             "5000",
         ],

@@ -188,6 +188,8 @@ def _loads(body: bytes, what: str) -> Any:
         ) from None
 
 
+# Below this size orjson plus the list conversions cost less than simdjson's fixed cost per column.
+_SIMD_MIN_BYTES = 16 * 1024
 # A UTF-8 byte-order mark: the standard library's reader accepts it, simdjson too; left to the former.
 _BOM = b"\xef\xbb\xbf"
 
@@ -200,7 +202,7 @@ def _columns_doc(body: bytes) -> dict[str, Any] | None:
     for anything else (the row form, a malformed body, duplicate keys, nested arrays, numbers beyond
     64 bits, a byte-order mark): the general path then decides, so answers and error messages are its.
     """
-    if simdjson is None or body.startswith(_BOM):
+    if simdjson is None or len(body) < _SIMD_MIN_BYTES or body.startswith(_BOM):
         return None
     try:
         # A parser per call: a parser may not parse again while values of its last document are alive.
@@ -211,22 +213,25 @@ def _columns_doc(body: bytes) -> dict[str, Any] | None:
         raw = doc.get("columns")
         if len(set(keys)) != len(keys) or not isinstance(raw, simdjson.Object) or "rows" in keys:
             return None
-        names = list(raw.keys())
-        if len(set(names)) != len(names):
+        if len(set(raw.keys())) != len(raw):
             return None
         out = {k: _plain(doc[k]) if k != "columns" else None for k in keys}  # the general reader's order
         arrays = 0
         columns: dict[str, Any] = {}
-        for name in names:
+        for name in raw.keys():  # noqa: SIM118 - `items()` would turn every column into a list
             values = raw[name]
             if not isinstance(values, simdjson.Array):
                 return None
             arrays += 1
-            try:
-                # Fails on anything but numbers (null, a string, true): that column goes as a list.
-                columns[name] = np.frombuffer(values.as_buffer(of_type="d"))
-            except (TypeError, ValueError):
-                columns[name] = values.as_list()
+            # Numbers straight to a buffer; `as_buffer` fails on anything else (null, a string, true), and
+            # its failure costs more than looking at the first value, so a column starting so is a list.
+            if len(values) and type(values[0]) in (float, int):
+                try:
+                    columns[name] = np.frombuffer(values.as_buffer(of_type="d"))
+                    continue
+                except (TypeError, ValueError):
+                    pass
+            columns[name] = values.as_list()
         # `as_buffer` flattens nested arrays: a body with more brackets than its arrays (a nested list, or
         # a bracket inside a string) goes the general way.
         arrays += sum(isinstance(out.get(k), list) for k in ("predictions", "actuals"))
@@ -280,7 +285,8 @@ def _parse_json(body: bytes, schema: Schema) -> Batch:
         raw = doc["columns"]
         if not isinstance(raw, dict):
             raise BadRequest(f"'columns' must be an object of column -> list, got {type(raw).__name__}")
-        for name, values in raw.items():
+        for name in raw.keys():  # noqa: SIM118 - `items()` would turn every column into a list
+            values = raw[name]
             if not isinstance(values, list | np.ndarray):  # arrays only from `_columns_doc`
                 raise BadRequest(
                     f"column {name!r}: expected a list of values, got {type(values).__name__}", column=name
@@ -794,8 +800,10 @@ def table_to_columns(table: Any) -> dict[str, np.ndarray]:
         elif pa.types.is_null(typ) or col.null_count == len(col):
             # Nothing but nulls: a missing number, as the JSON path reads a column of nulls.
             out[name] = np.full(len(col), np.nan)
-        elif pa.types.is_string(typ) or pa.types.is_large_string(typ) or _is_string_dictionary(typ):
-            out[name] = _strings_to_objects(col)
+        elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            out[name] = col.to_numpy().astype(object, copy=False)
+        elif _is_string_dictionary(typ):
+            out[name] = _dictionary_to_objects(col)
         else:
             out[name] = col.cast(pa.string()).to_numpy().astype(object, copy=False)
     return out
@@ -807,15 +815,11 @@ def _is_string_dictionary(typ: Any) -> bool:
     )
 
 
-def _strings_to_objects(col: Any) -> np.ndarray:
-    """A string column to an object array holding one Python str per distinct value (null -> None).
-
-    Categories repeat: creating a str per cell, and freeing it when the batch leaves the window, was the
-    largest cost of an Arrow or CSV batch; rows now share their category's str (equal values either way).
+def _dictionary_to_objects(col: Any) -> np.ndarray:
+    """A dictionary-encoded string column to an object array (null -> None) with one Python str per
+    distinct value, shared by its rows: a str per cell, created and later freed, costs several times more.
     """
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if not pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_encode()
     labels = arr.dictionary.to_numpy(zero_copy_only=False)
     indices = arr.indices
     if arr.null_count:

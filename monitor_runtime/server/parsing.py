@@ -445,11 +445,10 @@ def _column_array(name: str, values: Any, expected: str | None) -> np.ndarray:
             return _check_kind(name, np.frombuffer(array.array("d", values)), NUMERIC, expected)
     if isinstance(values, np.ndarray):
         arr = values
-    elif first is str and _all_str(values):
-        # Strings go straight to an object array: via numpy's fixed-width unicode they would be copied twice.
-        return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
-    elif first is str and set(map(type, values)) <= {str, _NONE}:
-        return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
+    elif first is str and (_all_str(values) or set(map(type, values)) <= {str, _NONE}):
+        # Strings go straight to an object array: via numpy's fixed-width unicode they would be copied twice
+        # (and `fromiter` skips the shape discovery `np.array` does, a third of its time).
+        return _check_kind(name, np.fromiter(values, dtype=object, count=len(values)), CATEGORICAL, expected)
     else:
         try:
             arr = np.asarray(values)

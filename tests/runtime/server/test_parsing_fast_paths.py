@@ -225,3 +225,14 @@ def test_ndjson_line_endings_read_alike(newline: bytes) -> None:
         "a": [r["a"] for r in rows],
         "b": [r["b"] for r in rows],
     }
+
+
+def test_csv_learned_text_column_with_null_spellings_reads_as_inference_would() -> None:
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    parse_body(_large_csv(["x,y", *[f"{i},alpha" for i in range(3_000)]]), "text/csv", Schema())
+    cells = ["alpha", "NA", "", "null", '""', '"NA"', "N/A", "beta gamma", "nan", "1.5"]
+    body = _large_csv(["x,y", *[f"{i},{cells[i % len(cells)]}" for i in range(3_000)]])
+    learned = _columns(body, "text/csv")
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    assert learned == _columns(body, "text/csv")
+    assert learned["y"][:3] == ["alpha", None, None] and learned["y"][9] == "1.5"

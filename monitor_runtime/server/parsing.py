@@ -218,7 +218,7 @@ def _columns_doc(body: bytes) -> dict[str, Any] | None:
         out = {k: _plain(doc[k]) if k != "columns" else None for k in keys}  # the general reader's order
         arrays = 0
         columns: dict[str, Any] = {}
-        for name in raw.keys():  # noqa: SIM118 - `items()` would turn every column into a list
+        for name in raw.keys():  # noqa: SIM118 - simdjson's `items()` turns every column into a list
             values = raw[name]
             if not isinstance(values, simdjson.Array):
                 return None
@@ -285,8 +285,7 @@ def _parse_json(body: bytes, schema: Schema) -> Batch:
         raw = doc["columns"]
         if not isinstance(raw, dict):
             raise BadRequest(f"'columns' must be an object of column -> list, got {type(raw).__name__}")
-        for name in raw.keys():  # noqa: SIM118 - `items()` would turn every column into a list
-            values = raw[name]
+        for name, values in raw.items():
             if not isinstance(values, list | np.ndarray):  # arrays only from `_columns_doc`
                 raise BadRequest(
                     f"column {name!r}: expected a list of values, got {type(values).__name__}", column=name

@@ -335,11 +335,13 @@ def parse_split(rows: list[dict[str, Any]], seconds: float) -> None:
     Mean, not best, CPU time: it meets the same cache and memory pressure as the server does on a busy
     machine. Pinned to the server's core (after the server is gone) so the two see the same core.
     """
-    from monitor_runtime.server.parsing import Schema, parse_body
+    from monitor_runtime.server.parsing import NUMERIC, Schema, parse_body
+    from monitor_runtime.server.prediction_quality import SCORE_COLUMN
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
-    schema = Schema(max_rows=200_000)
+    # The schema the server parses with (no spec features here; the runtime always names the score column).
+    schema = Schema(kinds={SCORE_COLUMN: NUMERIC}, max_rows=200_000)
     for row in rows:
         if row["phase"] != "ingestion":
             continue

@@ -637,7 +637,10 @@ def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
             raise BadRequest(f"malformed CSV: {exc}") from None
         if not column_types or learned is None or _texts_proven(table, learned.texts - numeric.keys()):
             break
-    if header is not None and not column_types:
+    # Learn from a read whose types were inferred, apart from the schema's numbers: the first body under a
+    # header, or one a learned type did not fit. (The runtime's schema always names `_score`, so "no
+    # column types at all" would never learn in a server.)
+    if header is not None and (learned is None or not column_types):
         _learn_csv_types(header, table)
     return batch_from_table(table, schema, "CSV")
 

@@ -236,3 +236,12 @@ def test_csv_learned_text_column_with_null_spellings_reads_as_inference_would() 
     parsing._CSV_TYPES_BY_HEADER.clear()
     assert learned == _columns(body, "text/csv")
     assert learned["y"][:3] == ["alpha", None, None] and learned["y"][9] == "1.5"
+
+
+def test_csv_types_are_learned_under_a_schema_that_names_numbers() -> None:
+    # The runtime's schema always names the score column; learning must not wait for a schema without one.
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    schema = Schema(kinds={"_score": NUMERIC, "x": NUMERIC})
+    parse_body(_large_csv(["x,y,z", *[f"{i},a{i % 3},{i * 0.5}" for i in range(3_000)]]), "text/csv", schema)
+    learned = parsing._CSV_TYPES_BY_HEADER[(b"x,y,z", ",")]
+    assert learned.numbers >= {"z"} and learned.texts == {"y"}

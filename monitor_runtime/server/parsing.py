@@ -28,6 +28,11 @@ try:  # orjson parses request bodies about 6x faster than the standard library (
 except ImportError:  # pragma: no cover - optional speed-up
     orjson = None
 
+try:  # simdjson reads number arrays straight into float64 buffers, with no Python object per value
+    import simdjson
+except ImportError:  # pragma: no cover - optional speed-up
+    simdjson = None
+
 try:  # pyarrow is an optional extra; CSV falls back to the standard library without it
     import pyarrow as pa
     import pyarrow.csv as pa_csv
@@ -183,8 +188,84 @@ def _loads(body: bytes, what: str) -> Any:
         ) from None
 
 
+# Below this size orjson plus the list conversions cost less than simdjson's fixed cost per column.
+_SIMD_MIN_BYTES = 16 * 1024
+# A UTF-8 byte-order mark: the standard library's reader accepts it, simdjson too; left to the former.
+_BOM = b"\xef\xbb\xbf"
+
+
+def _columns_doc(body: bytes) -> dict[str, Any] | None:
+    """The column form (`{"columns": {...}, ...}`) decoded by simdjson, number columns as float64 arrays.
+
+    The same document `_loads` gives, except that a column of plain numbers is a float64 array instead of
+    a list (the values `float()` gives; simdjson parses numbers correctly rounded, as orjson does). None
+    for anything else (the row form, a malformed body, duplicate keys, nested arrays, numbers beyond
+    64 bits, a byte-order mark): the general path then decides, so answers and error messages are its.
+    """
+    if simdjson is None or len(body) < _SIMD_MIN_BYTES or body.startswith(_BOM):
+        return None
+    try:
+        # A parser per call: a parser may not parse again while values of its last document are alive.
+        doc = simdjson.Parser().parse(body)
+        if not isinstance(doc, simdjson.Object):
+            return None
+        keys = list(doc.keys())
+        raw = doc.get("columns")
+        if len(set(keys)) != len(keys) or not isinstance(raw, simdjson.Object) or "rows" in keys:
+            return None
+        if len(set(raw.keys())) != len(raw):
+            return None
+        out = {k: _plain(doc[k]) if k != "columns" else None for k in keys}  # the general reader's order
+        arrays = 0
+        columns: dict[str, Any] = {}
+        for name in raw.keys():  # noqa: SIM118 - simdjson's `items()` turns every column into a list
+            values = raw[name]
+            if not isinstance(values, simdjson.Array):
+                return None
+            arrays += 1
+            # Numbers straight to a buffer; `as_buffer` fails on anything else (null, a string, true), and
+            # its failure costs more than looking at the first value, so a column starting so is a list.
+            if len(values) and type(values[0]) in (float, int):
+                try:
+                    columns[name] = np.frombuffer(values.as_buffer(of_type="d"))
+                    continue
+                except (TypeError, ValueError):
+                    pass
+            columns[name] = values.as_list()
+        # `as_buffer` flattens nested arrays: a body with more brackets than its arrays (a nested list, or
+        # a bracket inside a string) goes the general way.
+        arrays += sum(isinstance(out.get(k), list) for k in ("predictions", "actuals"))
+        if _count_at_most(body, b"[", arrays + 1) != arrays:
+            return None
+    except (ValueError, TypeError, RuntimeError, KeyError, UnicodeDecodeError):
+        return None
+    out["columns"] = columns
+    return out
+
+
+def _count_at_most(body: bytes, byte: bytes, limit: int) -> int:
+    """Occurrences of `byte` in `body`, counting no further than `limit` (memchr jumps: a few times faster
+    than `bytes.count` when the byte is rare)."""
+    found, pos = 0, body.find(byte)
+    while pos >= 0 and found < limit:
+        found += 1
+        pos = body.find(byte, pos + 1)
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """A simdjson value as the Python value orjson gives."""
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    return value
+
+
 def _parse_json(body: bytes, schema: Schema) -> Batch:
-    doc = _loads(body, "request body")
+    doc = _columns_doc(body)
+    if doc is None:
+        doc = _loads(body, "request body")
     if not isinstance(doc, dict):
         raise BadRequest(
             f"JSON body must be an object with 'columns' or 'rows', got {type(doc).__name__}",
@@ -205,7 +286,7 @@ def _parse_json(body: bytes, schema: Schema) -> Batch:
         if not isinstance(raw, dict):
             raise BadRequest(f"'columns' must be an object of column -> list, got {type(raw).__name__}")
         for name, values in raw.items():
-            if not isinstance(values, list):
+            if not isinstance(values, list | np.ndarray):  # arrays only from `_columns_doc`
                 raise BadRequest(
                     f"column {name!r}: expected a list of values, got {type(values).__name__}", column=name
                 )
@@ -353,6 +434,8 @@ def _build_batch(raw: Mapping[str, Any], schema: Schema, *, typed: bool = False)
 
 def _column_array(name: str, values: Any, expected: str | None) -> np.ndarray:
     """A JSON list to a numpy column: float64 for numbers (null -> NaN), object for strings (null -> None)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return _check_kind(name, values, NUMERIC, expected)
     first = type(values[0]) if len(values) else None
     if first is float or first is int:
         # The common case, a column of plain numbers, by a C loop that accepts only real numbers (a string
@@ -361,11 +444,10 @@ def _column_array(name: str, values: Any, expected: str | None) -> np.ndarray:
             return _check_kind(name, np.frombuffer(array.array("d", values)), NUMERIC, expected)
     if isinstance(values, np.ndarray):
         arr = values
-    elif first is str and _all_str(values):
-        # Strings go straight to an object array: via numpy's fixed-width unicode they would be copied twice.
-        return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
-    elif first is str and set(map(type, values)) <= {str, _NONE}:
-        return _check_kind(name, np.array(values, dtype=object), CATEGORICAL, expected)
+    elif first is str and (_all_str(values) or set(map(type, values)) <= {str, _NONE}):
+        # Strings go straight to an object array: via numpy's fixed-width unicode they would be copied twice
+        # (and `fromiter` skips the shape discovery `np.array` does, a third of its time).
+        return _check_kind(name, np.fromiter(values, dtype=object, count=len(values)), CATEGORICAL, expected)
     else:
         try:
             arr = np.asarray(values)
@@ -515,7 +597,11 @@ _csv_bool_value = np.frompyfunc(_CSV_BOOLS.__getitem__, 1, 1)
 def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
     # Both readers accept a quote left open to the end of the body (the rest becomes one cell); quotes in
     # a well-formed CSV come in pairs, so an odd count is a truncated or broken body.
-    quotes = body.count(b'"')
+    # numpy counts a large body's quotes several times faster than `bytes.count`.
+    if len(body) <= _SMALL_CSV_BYTES:
+        quotes = body.count(b'"')
+    else:
+        quotes = int(np.count_nonzero(np.frombuffer(body, np.uint8) == ord('"')))
     if quotes % 2:
         raise BadRequest(
             "malformed CSV: a quoted field is not terminated (odd number of double quotes); close the quote "
@@ -526,10 +612,17 @@ def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
     # Columns the schema knows as numbers, and those Arrow inferred as numbers in an earlier body with the
     # same header, are read as float64 without type inference (most of the reader's time); if one holds
     # something else, the body is read again with inference, so the error names the cell as before.
+    # Columns inferred as text under that header are read dictionary-encoded (a str per category, not per
+    # cell) when a value proves them text again; otherwise, again, inference decides.
     numeric = {name: pa.float64() for name, kind in schema.kinds.items() if kind == NUMERIC}
     header = _csv_header_key(body, delimiter)
-    numeric.update(dict.fromkeys(_CSV_NUMERIC_BY_HEADER.get(header, ()), pa.float64()))
-    for column_types in ([numeric, {}] if numeric else [{}]):
+    learned = _CSV_TYPES_BY_HEADER.get(header) if header is not None else None
+    typed: dict[str, Any] = {}
+    if learned is not None:
+        typed.update(dict.fromkeys(learned.texts, _CSV_TEXT))
+        typed.update(dict.fromkeys(learned.numbers, pa.float64()))
+    typed.update(numeric)
+    for column_types in ([typed, {}] if typed else [{}]):
         try:
             table = pa_csv.read_csv(
                 pa.py_buffer(body),
@@ -538,23 +631,53 @@ def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
                 parse_options=pa_csv.ParseOptions(delimiter=delimiter),
                 convert_options=pa_csv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
             )
-            break
         except pa.ArrowInvalid as exc:
             if column_types:
                 continue
             raise BadRequest(f"malformed CSV: {exc}") from None
-    if header is not None and not column_types:
-        _learn_csv_numeric(header, table)
+        if not column_types or learned is None or _texts_proven(table, learned.texts - numeric.keys()):
+            break
+    # Learn from a read whose types were inferred, apart from the schema's numbers: the first body under a
+    # header, or one a learned type did not fit. (The runtime's schema always names `_score`, so "no
+    # column types at all" would never learn in a server.)
+    if header is not None and (learned is None or not column_types):
+        _learn_csv_types(header, table)
     return batch_from_table(table, schema, "CSV")
 
 
-# Header line -> the columns Arrow inferred as numbers under it. Reading such a column as float64 directly
+@dataclass(frozen=True)
+class _CsvTypes:
+    """What Arrow inferred for the columns under one header: numbers (integer or float) and text."""
+
+    numbers: frozenset[str]
+    texts: frozenset[str]
+
+
+# Header line -> the column types Arrow inferred under it. Reading a number column as float64 directly
 # gives the same values inference would: inference takes int64 or float64 for it, and both become float64
-# (a cell neither parses reads again with inference). Bounded: a client cycling through headers only
-# costs a re-inference each.
-_CSV_NUMERIC_BY_HEADER: dict[tuple[bytes, str], frozenset[str]] = {}
+# (a cell neither parses reads again with inference). A text column read as text gives the values
+# inference would when inference would take text for it again, which `_texts_proven` checks. Bounded: a
+# client cycling through headers only costs a re-inference each.
+_CSV_TYPES_BY_HEADER: dict[tuple[bytes, str], _CsvTypes] = {}
 _CSV_HEADERS_KEPT = 64
 _CSV_HEADER_KEY_BYTES = 64 * 1024
+_CSV_TEXT = pa.dictionary(pa.int32(), pa.string()) if pa is not None else None
+# A character no cell Arrow reads as something other than text can hold (numbers, inf and nan, true and
+# false, its null spellings, dates, times and timestamps use only the others, in either case).
+_PROVES_TEXT = re.compile(r"[^0-9+\-.:/#\sadefilnqrstuyzADEFILNQRSTUYZ]")
+
+
+def _texts_proven(table: Any, names: Any) -> bool:
+    """True when every column of `names` holds a value that only text can be: inference would read each
+    of them as text (it takes the first type all of a column's values fit, text last)."""
+    present = set(table.column_names)
+    for name in names:
+        if name not in present:
+            continue
+        col = table.column(name)
+        if col.num_chunks != 1 or not any(map(_PROVES_TEXT.search, col.chunk(0).dictionary.to_pylist())):
+            return False
+    return True
 
 
 def _csv_header_key(body: bytes, delimiter: str) -> tuple[bytes, str] | None:
@@ -562,13 +685,16 @@ def _csv_header_key(body: bytes, delimiter: str) -> tuple[bytes, str] | None:
     return (body[:end], delimiter) if end > 0 else None
 
 
-def _learn_csv_numeric(header: tuple[bytes, str], table: Any) -> None:
-    numeric = frozenset(
-        f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+def _learn_csv_types(header: tuple[bytes, str], table: Any) -> None:
+    types = _CsvTypes(
+        numbers=frozenset(
+            f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+        ),
+        texts=frozenset(f.name for f in table.schema if pa.types.is_string(f.type)),
     )
-    if len(_CSV_NUMERIC_BY_HEADER) >= _CSV_HEADERS_KEPT:
-        _CSV_NUMERIC_BY_HEADER.clear()
-    _CSV_NUMERIC_BY_HEADER[header] = numeric
+    if len(_CSV_TYPES_BY_HEADER) >= _CSV_HEADERS_KEPT:
+        _CSV_TYPES_BY_HEADER.clear()
+    _CSV_TYPES_BY_HEADER[header] = types
 
 
 def _parse_csv_small(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
@@ -703,8 +829,8 @@ def _parse_reference_npz(body: bytes, schema: Schema) -> Batch:
 def table_to_columns(table: Any) -> dict[str, np.ndarray]:
     """An Arrow table to numpy columns: numbers to float64 (null -> NaN), everything else to object."""
     out: dict[str, np.ndarray] = {}
-    for name in table.column_names:
-        col = table.column(name)
+    # `column_names` builds a new list at every call (60 us for 60 columns): once, not per column.
+    for name, col in zip(table.column_names, table.columns, strict=True):
         typ = col.type
         # Direct conversions where Arrow has them: a compute `cast` per column costs more than the data.
         if pa.types.is_floating(typ):
@@ -718,17 +844,40 @@ def table_to_columns(table: Any) -> dict[str, np.ndarray]:
             out[name] = np.full(len(col), np.nan)
         elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
             out[name] = col.to_numpy().astype(object, copy=False)
+        elif _is_string_dictionary(typ):
+            out[name] = _dictionary_to_objects(col)
         else:
             out[name] = col.cast(pa.string()).to_numpy().astype(object, copy=False)
     return out
+
+
+def _is_string_dictionary(typ: Any) -> bool:
+    return pa.types.is_dictionary(typ) and (
+        pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)
+    )
+
+
+def _dictionary_to_objects(col: Any) -> np.ndarray:
+    """A dictionary-encoded string column to an object array (null -> None) with one Python str per
+    distinct value, shared by its rows: a str per cell, created and later freed, costs several times more.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    labels = arr.dictionary.to_numpy(zero_copy_only=False)
+    indices = arr.indices
+    if arr.null_count:
+        # Nulls point one past the labels, at None.
+        labels = np.append(labels.astype(object, copy=False), None)
+        indices = indices.fill_null(len(labels) - 1)
+    return labels.astype(object, copy=False)[indices.to_numpy(zero_copy_only=False)]
 
 
 def batch_from_table(table: Any, schema: Schema, what: str) -> Batch:
     """An Arrow table (from a body or a file) to a checked `Batch`; `what` names the format in errors."""
     if table.num_columns == 0:
         raise BadRequest(f"empty batch: the {what} body has no columns")
-    if len(set(table.column_names)) != table.num_columns:
-        dup = next(n for n in table.column_names if table.column_names.count(n) > 1)
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
         raise BadRequest(f"{what} header names column {dup!r} twice", column=dup)
     return _finish_columns(table_to_columns(table), schema, what, typed=True)
 

@@ -106,21 +106,41 @@ def _large_csv(rows: list[str]) -> bytes:
         "x,a,3",  # a string where a number was
         "1,2,3",  # a column of strings turning numeric
         "9007199254740993,a,18446744073709551616",  # beyond 2**53 and 2**64
+        # the text column: values only text can be, then values other types may take
+        "1.5,alpha beta,7",
+        '1.5,"x,y",7',
+        "1.5,delta,7",  # text, but of letters a number, a date or a null may hold: inference decides
+        "1.5,NA,7",  # a null spelling
+        "1.5,true,7",
+        "1.5,2024-01-01T10:00:00Z,7",
+        "1.5,inf,7",
+        "1.5,,7",
     ],
 )
 def test_csv_numeric_columns_learned_per_header_read_as_fresh_inference_would(later: str) -> None:
-    parsing._CSV_NUMERIC_BY_HEADER.clear()
+    parsing._CSV_TYPES_BY_HEADER.clear()
     first = _large_csv(["x,y,z", *[f"{i},b,{i * 0.25}" for i in range(2_000)]])
     parse_body(first, "text/csv", Schema())
-    assert parsing._CSV_NUMERIC_BY_HEADER  # x and z were learned as numbers
+    assert parsing._CSV_TYPES_BY_HEADER  # x and z were learned as numbers
     body = _large_csv(["x,y,z", *[later] * 2_000])
     learned = _columns(body, "text/csv")
-    parsing._CSV_NUMERIC_BY_HEADER.clear()
+    parsing._CSV_TYPES_BY_HEADER.clear()
     assert learned == _columns(body, "text/csv")  # inference from scratch
 
 
+def test_csv_text_columns_learned_per_header_share_one_str_per_category() -> None:
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    rows = ["x,y", *[f"{i},{('alpha', 'beta')[i % 2]}" for i in range(4_000)]]
+    parse_body(_large_csv(rows), "text/csv", Schema())
+    assert parsing._CSV_TYPES_BY_HEADER[(b"x,y", ",")].texts == {"y"}
+    rows[3] = "2,"
+    y = parse_body(_large_csv(rows), "text/csv", Schema()).columns["y"]
+    assert y.dtype == object and y.tolist()[:4] == ["alpha", "beta", None, "beta"]
+    assert y[0] is y[4] and y[1] is y[3]  # one str per category (several-letter strs are not cached)
+
+
 def test_csv_learned_types_still_name_a_bad_cell() -> None:
-    parsing._CSV_NUMERIC_BY_HEADER.clear()
+    parsing._CSV_TYPES_BY_HEADER.clear()
     rows = ["x,y", *[f"{i}.5,a" for i in range(5_000)]]
     parse_body(_large_csv(rows), "text/csv", Schema())
     rows[4_001] = "oops,a"
@@ -205,3 +225,23 @@ def test_ndjson_line_endings_read_alike(newline: bytes) -> None:
         "a": [r["a"] for r in rows],
         "b": [r["b"] for r in rows],
     }
+
+
+def test_csv_learned_text_column_with_null_spellings_reads_as_inference_would() -> None:
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    parse_body(_large_csv(["x,y", *[f"{i},alpha" for i in range(3_000)]]), "text/csv", Schema())
+    cells = ["alpha", "NA", "", "null", '""', '"NA"', "N/A", "beta gamma", "nan", "1.5"]
+    body = _large_csv(["x,y", *[f"{i},{cells[i % len(cells)]}" for i in range(3_000)]])
+    learned = _columns(body, "text/csv")
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    assert learned == _columns(body, "text/csv")
+    assert learned["y"][:3] == ["alpha", None, None] and learned["y"][9] == "1.5"
+
+
+def test_csv_types_are_learned_under_a_schema_that_names_numbers() -> None:
+    # The runtime's schema always names the score column; learning must not wait for a schema without one.
+    parsing._CSV_TYPES_BY_HEADER.clear()
+    schema = Schema(kinds={"_score": NUMERIC, "x": NUMERIC})
+    parse_body(_large_csv(["x,y,z", *[f"{i},a{i % 3},{i * 0.5}" for i in range(3_000)]]), "text/csv", schema)
+    learned = parsing._CSV_TYPES_BY_HEADER[(b"x,y,z", ",")]
+    assert learned.numbers >= {"z"} and learned.texts == {"y"}

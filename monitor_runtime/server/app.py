@@ -516,6 +516,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
+    except MemoryError as exc:
+        # The process is at its memory limit: the request is refused whole (nothing of a batch was queued),
+        # and the client told to send it again, here or elsewhere. Repeated, it ends the process.
+        if not rt.evaluator.fatal:
+            await rt.evaluator.request_memory_error(exc, request.path)
+        return web.json_response(
+            {
+                "error": "out of memory: the monitor process could not allocate memory for this request "
+                "(MemoryError); nothing of it was accepted: send it again",
+                "kind": "out_of_memory",
+            },
+            status=503,
+        )
     except Exception as exc:
         rt.metrics.errors.labels("internal").inc()
         rt.evaluator.log("http.internal_error", level="error", path=request.path, error=repr(exc)[:500])

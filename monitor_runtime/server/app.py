@@ -348,6 +348,15 @@ _OFFLOAD_BYTES = 1024 * 1024
 _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poet-parse")
 
 
+async def start_threads() -> None:
+    """Start the parsing thread and a thread of the default pool now, while memory is plentiful: a thread
+    started later, near a memory limit on the address space, may not get its stack or thread-local data,
+    and glibc then ends the process at once (exit status 127) instead of raising MemoryError."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(_PARSER, int)
+    await loop.run_in_executor(None, int)
+
+
 async def _parse(body: bytes, content_type: str, schema: Schema) -> Batch:
     if len(body) < _OFFLOAD_BYTES:
         return parse_body(body, content_type, schema)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from monitor_runtime import json_safe, reference_npz
 from monitor_runtime.server import checkpoint as ckpt
-from monitor_runtime.server.app import Runtime, build_app
+from monitor_runtime.server.app import Runtime, build_app, start_threads
 from monitor_runtime.server.crash import (
     EXIT_OUT_OF_MEMORY,
     OUT_OF_MEMORY_REASON,
@@ -281,6 +281,14 @@ class MonitorProcess:
         self.exit_code = EXIT_OUT_OF_MEMORY if out_of_memory else EXIT_CRASH
         self.stop_event.set()
 
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """MemoryErrors no handler sees (asyncio's own socket reads drop the connection) count as the
+        requests' own do; everything goes on to asyncio's default handler, which logs it."""
+        if isinstance(context.get("exception"), MemoryError) and not self.evaluator.fatal:
+            with contextlib.suppress(MemoryError):
+                loop.create_task(self.evaluator.request_memory_error(context["exception"], "(connection)"))
+        loop.default_exception_handler(context)
+
     # ------------------------------------------------------------ checkpoints
 
     async def checkpoint(self) -> bool:
@@ -495,6 +503,8 @@ class MonitorProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.set_exception_handler(self._loop_exception)
+        await start_threads()
         await self.resume()
         await self.load_reference_file()
         await self.load_history_file()

@@ -115,9 +115,10 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
         + f"; working directory {workdir}"
     )
     if cage is not None and cage.mechanism == "rlimit":
+        why = "as asked" if config.cage == "rlimit" else "no memory cgroup or systemd user scope here"
         timeline.line(
-            "no memory cgroup or systemd user scope here: RLIMIT_AS caps what each process allocates, so a "
-            "process past it fails on its own (exit status 3, out of memory) instead of being killed",
+            f"{why}: RLIMIT_AS caps what each process allocates, so a process past it fails on its own "
+            "(exit status 3, out of memory) instead of being killed",
             "Warning",
         )
     status = MonitorStatus()
@@ -150,6 +151,9 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
             if replay.done and drain_deadline is None:
                 drain_deadline = time.monotonic() + DRAIN_SECONDS
             if replay.done and _finished(status, backend, observation.generating, drain_deadline):
+                break
+            if _never_starts(status, backend, observation.generating):
+                timeline.line(f"stopped: phase {status.phase} before any version ran", "Warning")
                 break
             promoted = promoted or decision.rollout == "promoted"
             if config.until == "healed" and _healed(status, backend, observation.generating, promoted):
@@ -221,6 +225,12 @@ def _finished(
         stable = backend.processes.get("stable")
         return late or stable is None or stable.ready
     return False
+
+
+def _never_starts(status: MonitorStatus, backend: ProcessBackend, generating: frozenset[int]) -> bool:
+    """The monitor needs a person (a version 1 that could not be generated, say) and nothing runs or is
+    being generated: the stream would wait for a process forever."""
+    return status.phase in ("Failed", "Degraded") and not generating and not backend.processes
 
 
 def _drained(report: dict | None) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -393,6 +394,17 @@ class ProcessBackend:
             # The runtime ran out of memory without a kill (an allocation failed, as under RLIMIT_AS) and
             # ended itself with its out-of-memory record: the same failure, reported the same way.
             reason = "OOMKilled"
+        elif (
+            code != 0
+            and process.cage is not None
+            and process.cage.mechanism == "rlimit"
+            and not message.strip()
+            and _allocation_failed(_tail(process.log_path))
+        ):
+            # RLIMIT_AS: an allocation in C or C++ code failed and the library ended the process before
+            # Python could raise (glibc: "cannot allocate memory for thread-local data", exit 127; Arrow:
+            # "Out of memory", abort). Under a cgroup the kernel would have killed it for the same memory.
+            reason = "OOMKilled"
         finished = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         process.last_terminated = Terminated(exit_code, reason, message.strip(), finished)
         process.restarts += 1
@@ -717,6 +729,19 @@ class ProcessBackend:
 
 class ReferenceRefused(RuntimeError):
     """The runtime answered the reference upload with a client error: the reference file is unusable."""
+
+
+# What C and C++ libraries print when an allocation fails and they end the process themselves.
+_ALLOCATION_FAILED = re.compile(
+    r"cannot allocate memory|out of memory|std::bad_alloc|memory allocation of \d+ bytes failed",
+    re.IGNORECASE,
+)
+
+
+def _allocation_failed(log_tail: str) -> bool:
+    """True when the last lines a process wrote outside its JSON log say an allocation failed."""
+    plain = [line for line in log_tail.splitlines() if line.strip() and not line.lstrip().startswith("{")]
+    return any(_ALLOCATION_FAILED.search(line) for line in plain[-5:])
 
 
 def _get_reference(url: str) -> tuple[int, bytes, str]:

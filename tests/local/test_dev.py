@@ -295,7 +295,7 @@ def test_without_a_cgroup_version_1_fails_on_its_own_and_the_bounded_memory_vers
     assert "as asked: RLIMIT_AS caps what each process allocates" in out
     # Nothing killed version 1: an allocation failed inside it, and the runtime ended itself as out of
     # memory (exit status 3, its record's reason OOMKilled), which reads exactly as the kernel's kill.
-    assert "stable v1 (small-stable-v1-1) out of memory: reason OOMKilled, exit code 3" in out
+    assert "stable v1 (small-stable-v1-1) out of memory: reason OOMKilled, exit code 3" in out, out
     status = json.loads((work / "status.json").read_text())
     failure = status["lastFailure"]
     assert failure["reason"] == "OOMKilled" and failure["version"] == 1 and failure["exitCode"] == 3

@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[operator,test,parquet]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) examples/payments/make_data.py --out .poetmon-dev/data
+# The example's data is seeded: made once, again only when its generator changes.
+DEMO_DATA := .poetmon-dev/data
+$(DEMO_DATA)/stream.csv: examples/payments/make_data.py $(STAMP)
+	$(PY) examples/payments/make_data.py --out $(DEMO_DATA)
+
+demo: $(STAMP) $(DEMO_DATA)/stream.csv
 	$(VENV)/bin/poetmon dev -f examples/payments/payments.yaml --data .poetmon-dev/data/stream.csv \
 	    --reference .poetmon-dev/data/reference.csv --memory-limit 300M --speed 20 --until healed
 

@@ -348,6 +348,15 @@ _OFFLOAD_BYTES = 1024 * 1024
 _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poet-parse")
 
 
+async def start_threads() -> None:
+    """Start the parsing thread and a thread of the default pool now, while memory is plentiful: a thread
+    started later, near a memory limit on the address space, may not get its stack or thread-local data,
+    and glibc then ends the process at once (exit status 127) instead of raising MemoryError."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(_PARSER, int)
+    await loop.run_in_executor(None, int)
+
+
 async def _parse(body: bytes, content_type: str, schema: Schema) -> Batch:
     if len(body) < _OFFLOAD_BYTES:
         return parse_body(body, content_type, schema)
@@ -516,6 +525,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
+    except MemoryError as exc:
+        # The process is at its memory limit: the request is refused whole (nothing of a batch was queued),
+        # and the client told to send it again, here or elsewhere. Repeated, it ends the process.
+        if not rt.evaluator.fatal:
+            await rt.evaluator.request_memory_error(exc, request.path)
+        return web.json_response(
+            {
+                "error": "out of memory: the monitor process could not allocate memory for this request "
+                "(MemoryError); nothing of it was accepted: send it again",
+                "kind": "out_of_memory",
+            },
+            status=503,
+        )
     except Exception as exc:
         rt.metrics.errors.labels("internal").inc()
         rt.evaluator.log("http.internal_error", level="error", path=request.path, error=repr(exc)[:500])

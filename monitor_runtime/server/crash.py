@@ -22,6 +22,11 @@ import numpy as np
 
 FEEDBACK_KIND = "poet.feedback/v1"
 TERMINATION_LIMIT = 4096
+#: The exit status of a runtime that ran out of memory without the kernel killing it (an allocation
+#: failed: `MemoryError`, as under `RLIMIT_AS`). Its record carries `"reason": "OOMKilled"`, the reason the
+#: kubelet gives for a container its memory limit killed, so the operator answers both the same way.
+EXIT_OUT_OF_MEMORY = 3
+OUT_OF_MEMORY_REASON = "OOMKilled"
 _MAX_PROFILE_COLUMNS = 64
 _MARK = "...[truncated]"
 
@@ -79,6 +84,36 @@ class FailureTracker:
         }
 
 
+@dataclass
+class MemoryErrorTracker:
+    """MemoryErrors outside generated code (parsing a batch, answering a request) within a time span.
+
+    One can be a passing peak (an evaluation running at the same moment); several in a short span mean the
+    process is at its memory limit and can no longer take its traffic, so `tripped` says it should end.
+    """
+
+    max_count: int = 3
+    span_s: float = 60.0
+    total: int = 0
+    _times: deque[float] = field(default_factory=deque)
+
+    def record(self, now: float) -> None:
+        """Count one MemoryError at monotonic time `now`."""
+        self.total += 1
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.span_s:
+            self._times.popleft()
+
+    def tripped(self) -> str | None:
+        """The reason to exit, or None while within the threshold."""
+        if len(self._times) >= self.max_count:
+            return (
+                f"{len(self._times)} requests failed with MemoryError within {self.span_s:g} s "
+                f"(limit {self.max_count})"
+            )
+        return None
+
+
 def batch_profile(columns: Mapping[str, np.ndarray], n_rows: int | None = None) -> dict[str, Any]:
     """Shape, dtypes and missing counts of a batch; never a raw value (data may be personal)."""
     names = list(columns)
@@ -130,10 +165,12 @@ def feedback_record(
     traceback_text: str = "",
     profile: Mapping[str, Any] | None = None,
     failures: Mapping[str, Any] | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """The feedback record. `source` is always `crash` (Train's vocabulary); `phase` says when:
-    `run` (generated code kept failing on data) or `load` (the version was refused at start)."""
-    return {
+    `run` (generated code kept failing on data) or `load` (the version was refused at start); `reason`
+    is `OOMKilled` when the process ends because memory ran out, and absent otherwise."""
+    record: dict[str, Any] = {
         "kind": FEEDBACK_KIND,
         "source": "crash",
         "phase": phase,
@@ -146,6 +183,9 @@ def feedback_record(
         "model": model,
         "failures": dict(failures or {}),
     }
+    if reason:
+        record["reason"] = reason
+    return record
 
 
 def encode_record(record: Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> bytes:
@@ -155,7 +195,7 @@ def encode_record(record: Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> 
     entries; identity fields (`kind`, `source`, `signature`, `version`, `monitor`) are shortened last.
     """
     rec: Any = json.loads(json.dumps(record, default=str))
-    protected = {"kind", "source", "phase", "version"}
+    protected = {"kind", "source", "phase", "version", "reason"}
     for _ in range(200):
         data = json.dumps(rec, separators=(",", ":")).encode()
         if len(data) <= limit:
@@ -182,6 +222,8 @@ def encode_record(record: Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> 
         else:
             parent[key] = None
     minimal = {k: rec.get(k) for k in ("kind", "source", "phase", "version")}
+    if "reason" in rec:
+        minimal["reason"] = rec["reason"]
     minimal["signature"] = {"exception": str(rec.get("signature", {}).get("exception", ""))[:200]}
     return json.dumps(minimal, separators=(",", ":")).encode()[:limit]
 

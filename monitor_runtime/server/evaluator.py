@@ -23,7 +23,9 @@ import numpy as np
 
 from monitor_runtime.reference_npz import EncodedReference, canonical_columns, encode_reference
 from monitor_runtime.server.crash import (
+    OUT_OF_MEMORY_REASON,
     FailureTracker,
+    MemoryErrorTracker,
     batch_profile,
     exception_signature,
     feedback_record,
@@ -236,6 +238,7 @@ class Evaluator:
             window=settings.failure_window,
             max_rate=settings.max_failure_rate,
         )
+        self.memory_errors = MemoryErrorTracker(settings.max_memory_errors, settings.memory_error_span_s)
         self.pending: deque[Batch] = deque()
         self.pending_rows = 0
         self.max_pending = max(plan.size, plan.cadence_rows, self.reference_size) * 2
@@ -352,7 +355,12 @@ class Evaluator:
                         return
                 started = time.monotonic()
                 async with self._busy:
-                    await self.evaluate_pending()
+                    try:
+                        await self.evaluate_pending()
+                    except MemoryError as exc:
+                        # The runtime's own part of an evaluation (joining the batches, binning for the
+                        # report) could not allocate: the window cannot be kept either.
+                        await self.out_of_memory(exc, "an evaluation could not allocate memory")
                 spent = time.monotonic() - started
                 share = min(1.0, max(0.01, self.settings.max_evaluation_share))
                 self._not_before = time.monotonic() + spent * (1.0 / share - 1.0)
@@ -468,6 +476,11 @@ class Evaluator:
             except EvaluationTimeout as exc:
                 await self._failed(exc, columns, n_rows, "update_reference_window")
                 return {"message": str(exc), "signature": {"exception": "EvaluationTimeout"}}
+            except MemoryError as exc:
+                # Not the client's fault, and the monitor may hold half of the new reference: out of memory.
+                why = "update_reference_window could not allocate memory"
+                await self.out_of_memory(exc, why, batch_profile(columns, n_rows))
+                raise
             except Exception as exc:
                 refused = {
                     "message": f"{type(exc).__name__}: {exc}"[:1000],
@@ -574,6 +587,10 @@ class Evaluator:
             batch_profile=profile,
             failures=self.tracker.summary(),
         )
+        if isinstance(exc, MemoryError):
+            # A window half updated cannot be trusted, and the next evaluation needs the same memory again.
+            await self.out_of_memory(exc, f"{method} could not allocate memory", profile)
+            return
         reason = self.tracker.tripped()
         if isinstance(exc, EvaluationTimeout):
             reason = f"{exc}; a stuck call cannot be interrupted, so the process exits"
@@ -591,6 +608,49 @@ class Evaluator:
             profile=profile,
             failures=self.tracker.summary(),
         )
+        await self._on_fatal(record)
+
+    # ------------------------------------------------------------ out of memory
+
+    async def request_memory_error(self, exc: MemoryError, path: str) -> None:
+        """A request failed with MemoryError outside generated code (it is answered 503): count it, and end
+        the process when too many came within the span (`POET_MAX_MEMORY_ERRORS`)."""
+        self.memory_errors.record(time.monotonic())
+        self.metrics.errors.labels("out_of_memory").inc()
+        self.log(
+            "request.out_of_memory",
+            level="error",
+            path=path,
+            memory_errors=self.memory_errors.total,
+            traceback=format_traceback(exc),
+        )
+        reason = self.memory_errors.tripped()
+        if reason is not None:
+            await self.out_of_memory(exc, reason)
+
+    async def out_of_memory(
+        self, exc: MemoryError, why: str, profile: Mapping[str, Any] | None = None
+    ) -> None:
+        """Memory ran out: write the record with reason `OOMKilled` and end the process (exit status 3), as
+        the kernel would have ended a container at its limit. The kernel leaves no record; this one adds
+        the traceback and the batch profile."""
+        if self.fatal:
+            return
+        self.fatal = True
+        signature = exception_signature(exc)
+        record = feedback_record(
+            phase="run",
+            signature=signature,
+            version=self.identity.get("version"),
+            monitor=str(self.identity.get("monitor", "")),
+            model=str(self.identity.get("model", "")),
+            message=f"out of memory: {why}; last: MemoryError: {exc}".rstrip(": "),
+            traceback_text=format_traceback(exc),
+            profile=profile,
+            failures={**self.tracker.summary(), "memory_errors": self.memory_errors.total},
+            reason=OUT_OF_MEMORY_REASON,
+        )
+        self.log("runtime.out_of_memory", level="error", reason=why, signature=signature)
         await self._on_fatal(record)
 
     # ------------------------------------------------------------ checkpoints

@@ -20,8 +20,10 @@ from aiohttp import web
 
 from monitor_runtime import json_safe, reference_npz
 from monitor_runtime.server import checkpoint as ckpt
-from monitor_runtime.server.app import Runtime, build_app
+from monitor_runtime.server.app import Runtime, build_app, start_threads
 from monitor_runtime.server.crash import (
+    EXIT_OUT_OF_MEMORY,
+    OUT_OF_MEMORY_REASON,
     exception_signature,
     feedback_record,
     format_traceback,
@@ -45,6 +47,7 @@ from monitor_runtime.server.settings import RuntimeSettings
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_LOAD = 2
+# EXIT_OUT_OF_MEMORY = 3 (crash.py): memory ran out without a kernel kill; the record's reason is OOMKilled.
 
 
 class ListenError(Exception):
@@ -259,7 +262,8 @@ class MonitorProcess:
     # ------------------------------------------------------------ crash
 
     async def _fatal(self, record: dict[str, Any]) -> None:
-        """Generated code kept failing: write the feedback record and stop with a non-zero code."""
+        """Generated code kept failing, or memory ran out: write the feedback record and stop with a non-zero
+        code (3 when the record's reason is `OOMKilled`, else 1)."""
         data = write_termination_message(self.termination_log, record)
         self.log(
             "runtime.crash",
@@ -274,8 +278,17 @@ class MonitorProcess:
         self.log.poet_event(
             "runtime.crashed", signature=record.get("signature"), version=record.get("version")
         )
-        self.exit_code = EXIT_CRASH
+        out_of_memory = record.get("reason") == OUT_OF_MEMORY_REASON
+        self.exit_code = EXIT_OUT_OF_MEMORY if out_of_memory else EXIT_CRASH
         self.stop_event.set()
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """MemoryErrors no handler sees (asyncio's own socket reads drop the connection) count as the
+        requests' own do; everything goes on to asyncio's default handler, which logs it."""
+        if isinstance(context.get("exception"), MemoryError) and not self.evaluator.fatal:
+            with contextlib.suppress(MemoryError):
+                loop.create_task(self.evaluator.request_memory_error(context["exception"], "(connection)"))
+        loop.default_exception_handler(context)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -491,6 +504,8 @@ class MonitorProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.set_exception_handler(self._loop_exception)
+        await start_threads()
         await self.resume()
         await self.load_reference_file()
         await self.load_history_file()
@@ -553,6 +568,10 @@ class MonitorProcess:
                 "periodic checkpoint stands",
                 deadline_s=self.settings.shutdown_deadline_s,
             )
+        elif self.exit_code == EXIT_OUT_OF_MEMORY:
+            # The window may be half updated, and saving it needs memory there is none of: the last periodic
+            # checkpoint stands, as when the kernel kills a container at its limit.
+            self.log("checkpoint.skipped", reason="out of memory: the last periodic checkpoint stands")
         elif not self.evaluator.host.stuck:  # a stuck worker would never answer state()
             if self._history_writer is not None and not self._history_writer.done():
                 await asyncio.wait([self._history_writer], timeout=max(0.1, _left(deadline)))
@@ -705,4 +724,12 @@ def _say(message: str) -> None:
     print(f"poetmon serve: {line}", file=sys.stderr, flush=True)
 
 
-__all__ = ["ListenError", "LoadFailure", "MonitorProcess", "load_monitor", "read_spec_file", "serve"]
+__all__ = [
+    "EXIT_OUT_OF_MEMORY",
+    "ListenError",
+    "LoadFailure",
+    "MonitorProcess",
+    "load_monitor",
+    "read_spec_file",
+    "serve",
+]

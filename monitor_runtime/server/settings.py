@@ -21,6 +21,12 @@ class RuntimeSettings:
     max_consecutive_failures: int = 3
     failure_window: int = 20
     max_failure_rate: float = 0.5
+    # Out of memory without a kernel kill (an allocation fails: MemoryError). One in generated code or during
+    # an evaluation ends the process at once; outside it (parsing a batch, answering a request) the request
+    # gets a 503 and this many within `memory_error_span_s` seconds end the process. Either way the exit
+    # status is 3 and the record's reason `OOMKilled`, as for a container its memory limit killed.
+    max_memory_errors: int = 3
+    memory_error_span_s: float = 60.0
     checkpoint_interval_s: float = 30.0
     # Evaluate at least this often while rows are pending, whatever the window's row cadence says.
     max_evaluation_interval_s: float = 5.0

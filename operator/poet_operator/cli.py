@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--memory-limit", help="memory limit of each process, e.g. 300M (cgroup, else RLIMIT_AS)"
     )
+    dev.add_argument(
+        "--memory-cage",
+        choices=["auto", "cgroup", "systemd", "rlimit"],
+        default="auto",
+        help="how the memory limit is applied: auto (default) takes the first that works of a child memory "
+        "cgroup, a systemd user scope and RLIMIT_AS; the others ask for one (see docs/dev.md)",
+    )
     dev.add_argument("--speed", type=float, default=1.0, help="stream seconds replayed per second (1)")
     dev.add_argument("--workdir", help="where versions, logs and reports go (default .poetmon-dev/NAME)")
     dev.add_argument("--batch-rows", type=int, default=2000, help="rows per HTTP batch (2000)")
@@ -328,6 +335,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 data=args.data,
                 reference=args.reference,
                 memory_limit=args.memory_limit,
+                cage=args.memory_cage,
                 speed=args.speed,
                 workdir=args.workdir,
                 batch_rows=args.batch_rows,

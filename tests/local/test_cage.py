@@ -4,12 +4,14 @@ failed allocation under RLIMIT_AS, and the sizes the command line accepts."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from poet_operator.local.cage import MemoryLimitError, make_cage, parse_memory
+from poet_operator.local.cage import MemoryLimitError, make_cage, parse_memory, systemd_scope_parent
 from poet_operator.local.replay import StreamError, load_batches
 
 # Touches every page of 400 MB, so it is resident memory, not only address space.
@@ -64,10 +66,35 @@ def test_rlimit_after_load_is_the_loaded_size_plus_the_limit() -> None:
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert child.stdout.readline() == "loaded\n"  # type: ignore[union-attr]
+    status = _status(child.pid)
     value = cage.limit_running(child.pid)
-    assert value is not None and value > parse_memory("200M")
+    # What it maps, plus what a 200M cgroup would still leave it: 200M less what is resident.
+    assert value is not None and value == status["VmSize"] + parse_memory("200M") - status["VmRSS"]
     child.communicate("go\n", timeout=60)
     assert child.returncode == 3
+
+
+def _status(pid: int) -> dict[str, int]:
+    sizes = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmSize", "VmRSS"):
+            sizes[key] = int(value.split()[0]) * 1024
+    return sizes
+
+
+def test_a_cage_that_cannot_be_had_is_refused_by_name() -> None:
+    with pytest.raises(MemoryLimitError, match="memory cage 'docker'"):
+        make_cage(parse_memory("300M"), "unused", prefer="docker")
+    parent, why = systemd_scope_parent()
+    if parent is None:
+        expected = re.escape(f"no systemd user scope with a memory limit here: {why}")
+        with pytest.raises(MemoryLimitError, match=expected):
+            make_cage(parse_memory("300M"), "unused", prefer="systemd")
+    else:
+        cage = make_cage(parse_memory("300M"), "poetmon-test-scope", prefer="systemd")
+        assert cage.mechanism == "systemd"
+        assert cage.launcher_args()[:3] == ["systemd-run", "--user", "--scope"]
 
 
 def test_a_process_within_its_limit_runs_normally() -> None:

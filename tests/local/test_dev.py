@@ -1,20 +1,24 @@
 """`poetmon dev` end to end on small data: real `poetmon dev` and `poetmon serve` processes, a real memory
 limit, real kills. Nothing here tells a process to crash: version 1 dies because its exact 150,000-row
-window of mostly distinct merchant ids does not fit in the limit, and the canary of the second test dies
+window of mostly distinct merchant ids does not fit in the limit (killed by the kernel in a cgroup, or
+failing on its own under RLIMIT_AS, as an unprivileged user), and the canary of the second test dies
 because the test SIGKILLs it, as the kernel or a person might."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from poet_operator.local.cage import make_cage, parse_memory
+from poet_operator.local.cage import make_cage, parse_memory, systemd_scope_parent
 
 from monitor_runtime.server.history import decode_history_file
 
@@ -99,12 +103,19 @@ def data_with_a_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _dev(
-    tmp_path: Path, data: Path, *, analysis: int, tolerance: int, extra: tuple[str, ...] = ()
+    tmp_path: Path,
+    data: Path,
+    *,
+    analysis: int,
+    tolerance: int,
+    prefix: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC % {"analysis": analysis, "tolerance": tolerance})
     return subprocess.Popen(
         [
+            *prefix,
             sys.executable,
             "-m",
             "poet_operator.cli",
@@ -238,6 +249,74 @@ def test_a_canary_that_dies_is_rolled_back_and_the_stable_version_keeps_serving(
     assert report["version"]["version"] == 1
 
 
+NOBODY = 65534
+
+
+def _runs_as(prefix: tuple[str, ...]) -> bool:
+    """True when this interpreter, with this tree, can be run through `prefix`, and can start itself again
+    from there (as `poetmon dev` starts its runtimes and sandboxes)."""
+    probe = "import subprocess as s, sys; sys.exit(s.call([sys.executable, '-c', 'import poet_operator']))"
+    done = subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.fixture
+def unprivileged_dir(data: Path) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """A directory an unprivileged user owns, holding the data, and the prefix that runs a command as that
+    user: as root, `nobody` through `setpriv` (so no cgroup can be made); otherwise this user, as is."""
+    home = Path(tempfile.mkdtemp(prefix="poetmon-dev-unprivileged-"))
+    try:
+        for name in ("stream.csv", "reference.csv"):
+            shutil.copy(data / name, home / name)
+        prefix: tuple[str, ...] = ()
+        drop = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
+        if os.geteuid() == 0 and shutil.which("setpriv") and _runs_as(drop):
+            for path in (home, *home.iterdir()):
+                os.chown(path, NOBODY, NOBODY)
+            prefix = drop
+        # Otherwise (root with an interpreter `nobody` cannot run, e.g. under /root) the run stays this
+        # user's; `--memory-cage rlimit` still forces the path an unprivileged user gets.
+        yield home, prefix
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_without_a_cgroup_version_1_fails_on_its_own_and_the_bounded_memory_version_is_promoted(
+    unprivileged_dir: tuple[Path, tuple[str, ...]],
+) -> None:
+    home, prefix = unprivileged_dir
+    dev = _dev(home, home, analysis=3, tolerance=1, prefix=prefix, extra=("--memory-cage", "rlimit"))
+    out, _ = dev.communicate(timeout=480)
+    assert dev.returncode == 0, out
+    work = home / "work"
+    if prefix:
+        assert (work / "status.json").stat().st_uid == NOBODY  # it really ran as nobody
+    assert "memory limit 200M (RLIMIT_AS over the loaded size) per process" in out
+    assert "as asked: RLIMIT_AS caps what each process allocates" in out
+    # Nothing killed version 1: an allocation failed inside it, and the runtime ended itself as out of
+    # memory (exit status 3, its record's reason OOMKilled), which reads exactly as the kernel's kill.
+    assert "stable v1 (small-stable-v1-1) out of memory: reason OOMKilled, exit code 3" in out, out
+    status = json.loads((work / "status.json").read_text())
+    failure = status["lastFailure"]
+    assert failure["reason"] == "OOMKilled" and failure["version"] == 1 and failure["exitCode"] == 3
+    assert failure["signature"] == "OOMKilled" and failure["message"].startswith("out of memory: ")
+    # The same remedy as for the kernel's kill, enforced, run as a canary and promoted.
+    assert _version_states(work) == {1: "superseded", 2: "promoted"}
+    v2 = next(v for v in status["versions"] if v["number"] == 2)
+    assert v2["feedbackAnswered"] == ["OOMKilled"] and v2["remedies"] == ["OOMKilled:bounded_memory"]
+    assert "bounded_memory for OOMKilled (window 150000 -> 75000 rows, reservoir storage)" in out
+    v2_code = (work / "versions" / "v2" / "monitor.py").read_text()
+    assert "'storage': 'reservoir'" in v2_code and "'size': 75000" in v2_code
+    order = [
+        out.index("reason OOMKilled, exit code 3"),
+        out.index("Generating: generating version 2 (crash-feedback), answering OOMKilled"),
+        out.index("CanaryStarted: version 2"),
+        out.index("Promoted: version 2 promoted to stable"),
+        out.index("RESULT  phase Running, stable version 2"),
+    ]
+    assert order == sorted(order)
+
+
 def test_bad_input_is_refused_with_a_message_naming_it(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC % {"analysis": 3, "tolerance": 1})
@@ -248,6 +327,13 @@ def test_bad_input_is_refused_with_a_message_naming_it(tmp_path: Path) -> None:
         (["--data", str(stream)], "stream.csv: row 2: timestamp 'not-a-time'"),
         (["--data", str(stream), "--memory-limit", "lots"], "memory limit 'lots'"),
     ]
+    if systemd_scope_parent()[0] is None:  # a cage asked for and not to be had here
+        cases.append(
+            (
+                ["--data", str(stream), "--memory-limit", "300M", "--memory-cage", "systemd"],
+                "no systemd user scope with a memory limit here: ",
+            )
+        )
     for extra, message in cases:
         done = subprocess.run(
             [sys.executable, "-m", "poet_operator.cli", "dev", "-f", str(spec), *extra],

@@ -9,6 +9,7 @@ the rollout has settled (nothing generating, no canary, the stable process ready
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from monitor_runtime import contract
-from poet_operator.local.cage import MemoryLimitError, parse_memory
+from poet_operator.local.cage import MemoryLimitError, make_cage, parse_memory
 from poet_operator.local.dev_backend import Clock, ProcessBackend, ReferenceRefused, http
 from poet_operator.local.replay import Replay, StreamError, load_batches
 from poet_operator.local.run_once import format_table
@@ -47,7 +48,7 @@ class DevConfig:
     workdir: str | None = None
     batch_rows: int = 2000
     max_seconds: float = 900.0
-    cage: str = "auto"  # auto | cgroup | rlimit
+    cage: str = "auto"  # auto | cgroup | systemd | rlimit (cage.make_cage)
     until: str = "end"  # end: replay the whole stream | healed: stop once a promoted version serves
     restart_backoff: tuple[float, float] = (1.0, 10.0)
     environment: dict[str, str] = field(default_factory=dict)
@@ -81,6 +82,12 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
     clock = Clock()  # from the start, so the timeline's first stamp includes reading the files
     document = load_document_file(config.spec_file)
     limit = parse_memory(config.memory_limit) if config.memory_limit else None
+    # Which cage the processes will get, decided (and a cage that was asked for and cannot be had refused)
+    # before anything starts.
+    cage = None
+    if limit is not None:
+        cage = make_cage(limit, f"poetmon-{os.getpid()}-check", prefer=config.cage, after_load=True)
+        cage.close()
     batches = load_batches(config.data, config.batch_rows)
     reference = Path(config.reference).read_bytes() if config.reference else None
     workdir = Path(config.workdir or Path(".poetmon-dev") / document.name).resolve()
@@ -104,9 +111,16 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
     replay = Replay(batches, lambda: _targets(backend), speed=config.speed)
     timeline.line(
         f"poetmon dev {document.name}: {replay.total_rows} rows from {config.data} at speed {config.speed:g}"
-        + (f", memory limit {config.memory_limit} per process" if limit else "")
+        + (f", memory limit {cage.describe()} per process" if cage is not None else "")
         + f"; working directory {workdir}"
     )
+    if cage is not None and cage.mechanism == "rlimit":
+        why = "as asked" if config.cage == "rlimit" else "no memory cgroup or systemd user scope here"
+        timeline.line(
+            f"{why}: RLIMIT_AS caps what each process allocates, so a process past it fails on its own "
+            "(exit status 3, out of memory) instead of being killed",
+            "Warning",
+        )
     status = MonitorStatus()
     events: list[Emit] = []
     policy = Policy(poll_seconds=1.0)
@@ -137,6 +151,9 @@ def run_dev(config: DevConfig, out: TextIO | None = None) -> DevResult:
             if replay.done and drain_deadline is None:
                 drain_deadline = time.monotonic() + DRAIN_SECONDS
             if replay.done and _finished(status, backend, observation.generating, drain_deadline):
+                break
+            if _never_starts(status, backend, observation.generating):
+                timeline.line(f"stopped: phase {status.phase} before any version ran", "Warning")
                 break
             promoted = promoted or decision.rollout == "promoted"
             if config.until == "healed" and _healed(status, backend, observation.generating, promoted):
@@ -208,6 +225,12 @@ def _finished(
         stable = backend.processes.get("stable")
         return late or stable is None or stable.ready
     return False
+
+
+def _never_starts(status: MonitorStatus, backend: ProcessBackend, generating: frozenset[int]) -> bool:
+    """The monitor needs a person (a version 1 that could not be generated, say) and nothing runs or is
+    being generated: the stream would wait for a process forever."""
+    return status.phase in ("Failed", "Degraded") and not generating and not backend.processes
 
 
 def _drained(report: dict | None) -> bool:

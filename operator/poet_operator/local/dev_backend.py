@@ -8,6 +8,11 @@ What Kubernetes does for the operator, this module does on one machine, and noth
   restarted with a growing back-off, like a container with `restartPolicy: Always`, and keeps its pod name;
 - how a process ended becomes `lastState.terminated` the way the kubelet reports it: the exit code (128 +
   signal for a signal), the termination log's content as the message, and the reason `OOMKilled` when the
+  cage says memory ended it: the cgroup's `oom_kill` counter grew while the process died of SIGKILL, or the
+  runtime exited with its out-of-memory status 3 (an allocation failed inside the process, as under
+  RLIMIT_AS, instead of the kernel killing it; its record's reason is `OOMKilled`). Otherwise `Error` (or
+  `Completed` for exit 0);
+- readiness is `GET /readyz` (and the reference posted); the report is `GET /v1/report`.
   cage says memory ended it: the cgroup's `oom_kill` counter grew while the process died of SIGKILL, or,
   under RLIMIT_AS, the crash record names `MemoryError` (the allocation failed inside the process instead of
   the kernel killing it). Otherwise `Error` (or `Completed` for exit 0);
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor_runtime import contract
+from monitor_runtime.server.crash import EXIT_OUT_OF_MEMORY
 from monitor_runtime.server.history import EvaluationHistory, encode_history_file, parse_history
 from poet_operator.k8s.builders import HISTORY_GZIP_MAX  # as large as a cluster keeps it
 from poet_operator.k8s.observe import LABEL_VERSION, runtime_report, version_info
@@ -383,8 +390,21 @@ class ProcessBackend:
             and process.cage.oom_kills() > process.oom_before
         ):
             reason = "OOMKilled"  # the kernel's OOM killer in the process's memory cgroup
-        elif process.cage is not None and process.cage.mechanism == "rlimit" and _memory_error(message):
-            reason = "OOMKilled"  # RLIMIT_AS: the allocation failed inside the process, which gave up
+        elif code == EXIT_OUT_OF_MEMORY:
+            # The runtime ran out of memory without a kill (an allocation failed, as under RLIMIT_AS) and
+            # ended itself with its out-of-memory record: the same failure, reported the same way.
+            reason = "OOMKilled"
+        elif (
+            code != 0
+            and process.cage is not None
+            and process.cage.mechanism == "rlimit"
+            and not message.strip()
+            and _allocation_failed(_tail(process.log_path))
+        ):
+            # RLIMIT_AS: an allocation in C or C++ code failed and the library ended the process before
+            # Python could raise (glibc: "cannot allocate memory for thread-local data", exit 127; Arrow:
+            # "Out of memory", abort). Under a cgroup the kernel would have killed it for the same memory.
+            reason = "OOMKilled"
         finished = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         process.last_terminated = Terminated(exit_code, reason, message.strip(), finished)
         process.restarts += 1
@@ -711,13 +731,17 @@ class ReferenceRefused(RuntimeError):
     """The runtime answered the reference upload with a client error: the reference file is unusable."""
 
 
-def _memory_error(record_text: str) -> bool:
-    try:
-        record = json.loads(record_text)
-    except ValueError:
-        return False
-    signature = record.get("signature") if isinstance(record, dict) else None
-    return isinstance(signature, dict) and signature.get("exception") == "MemoryError"
+# What C and C++ libraries print when an allocation fails and they end the process themselves.
+_ALLOCATION_FAILED = re.compile(
+    r"cannot allocate memory|out of memory|std::bad_alloc|memory allocation of \d+ bytes failed",
+    re.IGNORECASE,
+)
+
+
+def _allocation_failed(log_tail: str) -> bool:
+    """True when the last lines a process wrote outside its JSON log say an allocation failed."""
+    plain = [line for line in log_tail.splitlines() if line.strip() and not line.lstrip().startswith("{")]
+    return any(_ALLOCATION_FAILED.search(line) for line in plain[-5:])
 
 
 def _get_reference(url: str) -> tuple[int, bytes, str]:

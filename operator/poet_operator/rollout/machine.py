@@ -30,6 +30,7 @@ from typing import Any
 
 from poet_operator.poet.train.feedback import (
     Feedback,
+    FeedbackSource,
     feedback_from_termination_message,
     probe_failure,
 )
@@ -154,6 +155,10 @@ def feedback_from_pod(pod: PodObservation, now: datetime) -> tuple[Failure, Feed
         )
         if not message.strip() and pod.log_tail:
             record.evidence["log_tail"] = _clip(pod.log_tail, MAX_EVIDENCE_CHARS)
+        if record.source is FeedbackSource.OOM_KILLED:
+            # The runtime's own out-of-memory exit (status 3, a MemoryError, record reason OOMKilled): the
+            # failure the kernel's kill at the memory limit would have been, and shown as such.
+            shown_reason = "OOMKilled"
     evidence = {
         k: (_clip(v, MAX_EVIDENCE_CHARS) if isinstance(v, str) else v) for k, v in record.evidence.items()
     }

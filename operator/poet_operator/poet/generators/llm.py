@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from poet_operator.poet.generators.prompt import PromptContext, build_messages, repair_message
 from poet_operator.spec import LLMSettings as SpecLLMSettings
 
@@ -169,6 +167,8 @@ class ChatClient:
     """A thin wrapper over `openai.OpenAI` with the settings applied and retries left to the repair loop."""
 
     def __init__(self, settings: LLMConfig) -> None:
+        import openai  # here, not at the top: every `poetmon` start would pay seconds for a client unused
+
         self.settings = settings
         self._client = openai.OpenAI(
             api_key=settings.resolve_api_key(),
@@ -280,6 +280,8 @@ class LLMGenerator:
         self._on_attempt = on_attempt
 
     def generate(self, context: PromptContext, check: Callable[[str], CheckResult]) -> LLMOutcome:
+        import openai
+
         messages = build_messages(context)
         attempts: list[Attempt] = []
         try:
@@ -366,4 +368,6 @@ class LLMGenerator:
 
 
 def _timed_out(exc: BaseException) -> bool:
+    import openai
+
     return isinstance(exc, openai.APITimeoutError)

@@ -178,7 +178,8 @@ def feedback_from_termination_message(
 
     `message` is the container's termination message: the runtime's JSON crash record (signature, traceback,
     batch profile, version) or free text. `reason` is the container state reason (`OOMKilled`, `Error`, ...):
-    the kernel's OOM killer leaves no message, so the reason alone decides that case.
+    the kernel's OOM killer leaves no message, so the reason alone decides that case; a record whose own
+    `reason` is `OOMKilled` (the runtime ran out of memory without a kill) is the same failure.
     """
     record: dict[str, Any] = {}
     text = ""
@@ -213,7 +214,10 @@ def feedback_from_termination_message(
 
     reasons = {(reason or "").strip().lower(), str(record.get("reason", "")).strip().lower()}
     if "oomkilled" in reasons:
-        evidence.setdefault("message", "container killed by the kernel OOM killer")
+        # The kernel's kill leaves no record; the runtime's own out-of-memory exit (a MemoryError, record
+        # reason `OOMKilled`, exit status 3) says what could not be allocated.
+        recorded = str(record.get("message") or "")
+        evidence.setdefault("message", recorded or "container killed by the kernel OOM killer")
         return Feedback(FeedbackSource.OOM_KILLED, OOM_SIGNATURE, version, evidence)
 
     signature = record.get("signature")

@@ -1,0 +1,169 @@
+"""Out of memory without a kernel kill: `poetmon serve` as a real process under a real RLIMIT_AS.
+
+When an allocation fails (`MemoryError`) instead of the kernel killing the process, the runtime must not
+go on refusing batches forever: a MemoryError in generated code ends the process at once, and repeated ones
+in requests end it after `POET_MAX_MEMORY_ERRORS`; either way with exit status 3 and a record whose reason is
+`OOMKilled`, the reason the kubelet gives for a container its memory limit killed.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+from pathlib import Path
+
+from monitor_runtime.server.crash import (
+    EXIT_OUT_OF_MEMORY,
+    OUT_OF_MEMORY_REASON,
+    MemoryErrorTracker,
+    encode_record,
+    feedback_record,
+)
+
+from .runtime_server_helpers import GOOD_MONITOR, SPEC, columns_json, frame, http, wait_until, write_version
+
+MB = 1024**2
+
+# Keeps 50 MB more (touched, so resident) on every evaluation: it runs out of memory on its own.
+HOARDING_MONITOR = GOOD_MONITOR.replace(
+    "        self._append(batch)\n",
+    "        self.hoard = getattr(self, 'hoard', [])\n"
+    "        self.hoard.append(np.ones(6_250_000))\n"
+    "        self._append(batch)\n",
+)
+assert HOARDING_MONITOR != GOOD_MONITOR
+
+
+def _limit(pid: int, room: int) -> None:
+    """RLIMIT_AS of a running process: what it maps now plus `room` bytes (as `poetmon dev` does)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            mapped = int(line.split()[1]) * 1024
+    resource.prlimit(pid, resource.RLIMIT_AS, (mapped + room, mapped + room))
+
+
+def test_a_memory_error_in_generated_code_ends_the_process_at_once_as_out_of_memory(
+    tmp_path: Path, server_factory
+) -> None:
+    code_dir = write_version(tmp_path / "v-hoard", code=HOARDING_MONITOR)
+    # Three failures in a row would be needed for any other exception; one MemoryError is enough.
+    server = server_factory(code_dir, env={"POET_MAX_CONSECUTIVE_FAILURES": "3"})
+    server.wait_ready()
+    assert http("POST", server.url + "/v1/reference", columns_json(frame(500, 1)))[0] == 200
+    _limit(server.proc.pid, 200 * MB)
+    answers = []
+    for seed in range(2, 30):
+        if server.proc.poll() is not None:
+            break
+        try:
+            answers.append(http("POST", server.url + "/v1/batches", columns_json(frame(200, seed)))[0])
+        except OSError:  # the listener is closed: the process is ending
+            break
+        # One evaluation per batch: the next batch goes once this one was evaluated or the process ended.
+        sent = len(answers)
+        wait_until(
+            lambda: server.proc.poll() is not None or _evaluated(server.url) >= sent,  # noqa: B023
+            timeout=30,
+            what="the batch's evaluation or the end of the process",
+        )
+    assert server.wait_exit() == EXIT_OUT_OF_MEMORY
+    assert set(answers) <= {202, 503}, answers
+    record = json.loads(server.termination_log.read_bytes())
+    assert record["reason"] == OUT_OF_MEMORY_REASON and record["phase"] == "run"
+    assert record["signature"]["exception"] == "MemoryError"
+    assert record["signature"]["location"].endswith("in monitor_features")
+    assert record["message"].startswith("out of memory: monitor_features could not allocate memory")
+    assert record["failures"]["consecutive"] == 1  # the first failure, not the crash threshold
+    assert record["batch_profile"]["rows"] == 200
+    events = [e["event"] for e in server.log_events()]
+    assert "runtime.out_of_memory" in events and "runtime.crash" in events
+    # The window may be half updated: no final checkpoint of it.
+    skipped = [e for e in server.log_events() if e["event"] == "checkpoint.skipped"]
+    assert skipped and "out of memory" in skipped[-1]["reason"]
+
+
+def _evaluated(url: str) -> int:
+    try:
+        status, body = http("GET", url + "/v1/report")
+    except OSError:  # the process ended meanwhile
+        return 0
+    if status != 200:
+        return 0
+    return int(json.loads(body)["failures"]["evaluations"] or 0)
+
+
+def _csv_body(rows: int, seed: int) -> bytes:
+    cols = frame(rows, seed)
+    lines = [f"{a},{b},{c}" for a, b, c in zip(cols["age"], cols["income"], cols["segment"], strict=True)]
+    return ("age,income,segment\n" + "\n".join(lines) + "\n").encode()
+
+
+def test_memory_errors_in_requests_get_503_and_repeated_ones_end_the_process(
+    tmp_path: Path, server_factory
+) -> None:
+    # No reference is uploaded, so nothing is evaluated: batches only queue (up to twice the window), and
+    # what runs out of memory is parsing the next one.
+    spec = {**SPEC, "window": {"strategy": "sliding", "size": 1_000_000, "step": 500_000}}
+    code_dir = write_version(tmp_path / "v-queue", spec=spec)
+    env = {"POET_MAX_MEMORY_ERRORS": "3", "POET_MEMORY_ERROR_SPAN_S": "600"}
+    server = server_factory(code_dir, env=env)
+    server.wait_ready()
+    body = _csv_body(60_000, 2)  # about 1.6 MB: parsed on the parsing thread
+    _limit(server.proc.pid, 60 * MB)
+    answers: list[tuple[int, dict]] = []
+    health_after_first_refusal = None
+    for _ in range(50):
+        if server.proc.poll() is not None:
+            break
+        try:
+            status, raw = http("POST", server.url + "/v1/batches", body, "text/csv")
+        except OSError:  # the listener is closed: the process is ending
+            break
+        answers.append((status, json.loads(raw)))
+        if status == 503 and health_after_first_refusal is None:
+            # One MemoryError is a refused batch, not the end: the process still answers.
+            health_after_first_refusal = http("GET", server.url + "/healthz")[0]
+    assert server.wait_exit() == EXIT_OUT_OF_MEMORY
+    refused = [answer for status, answer in answers if status != 202]
+    assert {status for status, _ in answers if status != 202} == {503}, answers
+    assert health_after_first_refusal == 200
+    # Three refused for memory, then (while it shuts down) refused as shutting down.
+    for answer in refused[:3]:
+        assert answer["kind"] == "out_of_memory" and answer["error"].startswith("out of memory:")
+        assert "nothing of it was accepted: send it again" in answer["error"]
+    assert all("shutting down" in answer["error"] for answer in refused[3:]), refused
+    record = json.loads(server.termination_log.read_bytes())
+    assert record["reason"] == OUT_OF_MEMORY_REASON
+    assert record["message"].startswith(
+        "out of memory: 3 requests failed with MemoryError within 600 s (limit 3)"
+    )
+    assert record["failures"]["memory_errors"] == 3
+    logged = [e for e in server.log_events() if e["event"] == "request.out_of_memory"]
+    assert [e["memory_errors"] for e in logged] == [1, 2, 3]
+    assert {e["path"] for e in logged} == {"/v1/batches"}
+
+
+def test_memory_errors_spread_over_more_than_the_span_do_not_trip() -> None:
+    tracker = MemoryErrorTracker(max_count=3, span_s=60.0)
+    for moment in (0.0, 40.0, 80.0, 120.0):  # never three within 60 s
+        tracker.record(moment)
+        assert tracker.tripped() is None
+    tracker.record(130.0)  # 80, 120, 130
+    assert tracker.tripped() == "3 requests failed with MemoryError within 60 s (limit 3)"
+    assert tracker.total == 5
+
+
+def test_the_out_of_memory_reason_survives_truncation_of_the_record() -> None:
+    record = feedback_record(
+        phase="run",
+        signature={"exception": "MemoryError", "location": "monitor.py:9 in monitor_features"},
+        version=1,
+        monitor="m",
+        message="m" * 5000,
+        traceback_text="t" * 9000,
+        reason=OUT_OF_MEMORY_REASON,
+    )
+    out = json.loads(encode_record(record))
+    assert out["reason"] == OUT_OF_MEMORY_REASON and out["version"] == 1
+    plain = feedback_record(phase="run", signature={"exception": "KeyError"}, version=1, monitor="m")
+    assert "reason" not in plain  # only an out-of-memory record carries one

@@ -438,6 +438,7 @@ def main() -> int:
             wait_for(operator_up, 60, "operator metrics", 0.2)
             results["scale"] = scale(cluster, args.monitors, args.timeout, scrape)
             results["peak_rss_mib"] = peak_rss_mib(operator.pid)
+            report(results)
             if data_job is not None:
                 for name in fake_nodes:
                     cluster.cordon(name, True)
@@ -468,7 +469,8 @@ def main() -> int:
                 cluster.delete(f"/api/v1/nodes/{name}")
             for name in real_nodes:
                 cluster.cordon(name, False)
-    report(results)
+            # Whatever was measured is said, also when a later part failed.
+            report(results)
     scale_result = results.get("scale", {})
     return 0 if scale_result.get("running") == args.monitors else 1
 

@@ -21,7 +21,8 @@ CONTAINERD_SOCK="$RUN_DIR/containerd/containerd.sock"
 BRIDGE="poete2e0"
 POD_CIDR="10.244.0.0/24"
 BRIDGE_IP="10.244.0.1"
-SERVICE_CIDR="10.96.0.0/24"
+# A /20: room for a Service per monitor in the operator benchmark (500 and more), besides the suite.
+SERVICE_CIDR="10.96.0.0/20"
 KUBERNETES_SVC_IP="10.96.0.1"
 DNS_IP="10.96.0.10"
 APISERVER_PORT=6443

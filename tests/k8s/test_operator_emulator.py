@@ -265,6 +265,31 @@ def test_a_bad_spec_gets_a_condition_and_an_event_naming_the_field(
     eventually(lambda: "broken-v1" in kubelet.configmaps("broken"), what="version 1 after the fix")
 
 
+def test_a_call_the_api_server_fails_is_one_warning_event_naming_it(
+    cluster: EmulatedCluster, kubelet: Kubelet, operator: OperatorProcess
+) -> None:
+    # What a cluster whose Service range is full answers; the monitor's other parts still come up.
+    full = 'Internal error occurred: failed to allocate a serviceIP for Service "credit": range is full'
+    cluster.fail("create", "services", 500, "InternalError", full)
+    kubelet.apply("credit", SPEC)
+    eventually(lambda: kubelet.deployment("credit"), what="the Deployment beside the failing Service")
+
+    def failures() -> list[dict]:
+        return [e for e in kubelet.events("credit") if e["reason"] == "ApiCallFailed"]
+
+    eventually(failures, what="an ApiCallFailed Event")
+    # The retries (every pass, and every 15 s) must not say it again.
+    passes_after(
+        operator,
+        2,
+        poke=lambda i: kubelet.patch_monitor("credit", {"metadata": {"annotations": {"test/poke": str(i)}}}),
+    )
+    [event] = failures()
+    assert event["type"] == "Warning"
+    message = event["message"]
+    assert "POST" in message and "/services" in message and "range is full" in message
+
+
 def test_manual_annotations_act_once_and_are_acknowledged(
     kubelet: Kubelet, operator: OperatorProcess
 ) -> None:

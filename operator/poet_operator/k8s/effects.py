@@ -57,6 +57,8 @@ log = logging.getLogger("poet_operator.effects")
 Key = tuple[str, str]
 REFERENCE_CONTENT_TYPE = "application/vnd.poet.reference+npz"
 RUNTIME_PORT = 8080
+#: How soon a failed action is tried again.
+RETRY_SECONDS = 15.0
 
 
 class Effects:
@@ -80,7 +82,7 @@ class Effects:
         self._event_seq = 0
         self._reference_warned: dict[Key, str] = {}
         self._lessons_recorded: set[tuple[str, str, int]] = set()
-        self._forbidden_said: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._failures_said: dict[tuple[str, str], set[tuple[str, str, int]]] = {}
 
     # -- generation bookkeeping ------------------------------------------------------------------------------
 
@@ -102,7 +104,7 @@ class Effects:
         for task in self._tasks.pop(key, {}).values():
             task.cancel()
         self._outcomes.pop(key, None)
-        self._forbidden_said.pop(key, None)
+        self._failures_said.pop(key, None)
 
     async def cancel_generations(self) -> None:
         tasks = [t for per_key in self._tasks.values() for t in per_key.values()]
@@ -123,23 +125,42 @@ class Effects:
                 log.warning("%s/%s: %s failed: %s", namespace, name, type(action).__name__, exc)
                 if exc.forbidden:
                     await self._say_forbidden(obj, exc)
-                self.requeue(namespace, name, after=15.0)
+                elif not exc.conflict:
+                    await self._say_failed(obj, exc, RETRY_SECONDS)
+                self.requeue(namespace, name, after=RETRY_SECONDS)
 
-    async def _say_forbidden(self, obj: Mapping[str, Any], exc: ApiError) -> None:
-        """A refused call as a Warning Event, said once per refusal (the retries would repeat it)."""
+    def _first_time(self, obj: Mapping[str, Any], exc: ApiError) -> bool:
+        """Whether this refusal of this call is news for the monitor (the retries would repeat it)."""
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
-        said = self._forbidden_said.setdefault(key, set())
-        if (exc.method, exc.path) in said:
-            return
-        said.add((exc.method, exc.path))
-        await self._event(
-            obj,
-            "Warning",
-            "Forbidden",
-            f"the operator may not {exc.method} {exc.path}: {exc.message}; "
-            "check the operator's ClusterRole (the chart's rbac values)",
-        )
+        said = self._failures_said.setdefault(key, set())
+        if (exc.method, exc.path, exc.status) in said:
+            return False
+        said.add((exc.method, exc.path, exc.status))
+        return True
+
+    async def _say_forbidden(self, obj: Mapping[str, Any], exc: ApiError) -> None:
+        """A refused call as a Warning Event, said once per refusal."""
+        if self._first_time(obj, exc):
+            await self._event(
+                obj,
+                "Warning",
+                "Forbidden",
+                f"the operator may not {exc.method} {exc.path}: {exc.message}; "
+                "check the operator's ClusterRole (the chart's rbac values)",
+            )
+
+    async def _say_failed(self, obj: Mapping[str, Any], exc: ApiError, retry: float) -> None:
+        """Any other failed call (a Service the API server cannot allocate, a quota, a webhook) as a Warning
+        Event, said once per call and status: otherwise the monitor looks healthy while a part is missing."""
+        if self._first_time(obj, exc):
+            await self._event(
+                obj,
+                "Warning",
+                "ApiCallFailed",
+                f"{exc.method} {exc.path} failed: HTTP {exc.status} {exc.reason}: {exc.message}; "
+                f"retried every {retry:g} s",
+            )
 
     async def _do(self, obj: Mapping[str, Any], observation: Observation, action: Any) -> None:
         meta = obj["metadata"]
@@ -272,7 +293,7 @@ class Effects:
             self._tasks.get(key, {}).pop(action.version, None)
             self.requeue(namespace, name, after=10.0)
             return
-        self._forbidden_said.pop(key, None)  # allowed again: a later refusal is news
+        self._failures_said.pop(key, None)  # allowed again: a later refusal is news
         self._outcomes[key] = outcome
         self._tasks.get(key, {}).pop(action.version, None)
         self.requeue(namespace, name)

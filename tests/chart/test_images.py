@@ -186,10 +186,11 @@ def blocked_python(*args: str) -> list[str]:
 
 
 def test_the_blocker_refuses_operator_packages() -> None:
-    """The bootstrap really refuses them: a command that needs openai fails under it."""
+    """The bootstrap really refuses them: the LLM client, which imports openai when it is made, fails."""
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKING_BOOTSTRAP.format(blocked=OPERATOR_ONLY).replace(
-            "from poet_operator.cli import main", "import poet_operator.poet.generators.llm")],
+            "from poet_operator.cli import main",
+            "from poet_operator.poet.generators.llm import ChatClient\nChatClient(None)")],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert proc.returncode != 0

@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from tests.e2e.kube import ApiHttp, KubectlError  # noqa: E402
+from tests.tools.payments import make_payments_data, stream_batches  # noqa: E402
 
 T = TypeVar("T")
 NS = "poet-bench"
@@ -195,41 +196,6 @@ def monitor(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def phases(items: list[dict[str, Any]]) -> Counter[str]:
     return Counter((m.get("status") or {}).get("phase", "-") for m in items)
-
-
-def payments_data(out: Path) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "payments" / "make_data.py"),
-            "--out",
-            str(out),
-            "--burst",
-            "600000",
-            "--trickle",
-            "0",
-            "--reference",
-            "5000",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
-def stream_batches(path: Path, rows: int) -> Iterator[str]:
-    """The stream file as CSV batches of ``rows`` rows, without its timestamp column."""
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    keep = [i for i, column in enumerate(header) if column != "timestamp"]
-
-    def cut(line: str) -> str:
-        cells = line.split(",")
-        return ",".join(cells[i] for i in keep)
-
-    head = cut(lines[0])
-    for start in range(1, len(lines), rows):
-        yield head + "\n" + "\n".join(cut(x) for x in lines[start : start + rows]) + "\n"
 
 
 def start_kwok(kwok_dir: Path, kubeconfig: Path, logfile: Path) -> subprocess.Popen[bytes]:
@@ -397,7 +363,9 @@ def main() -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="poet-bench-") as tmp:
         work = Path(tmp)
-        data_job = None if args.skip_crash else payments_data(work / "payments")
+        data_job = (
+            None if args.skip_crash else make_payments_data(work / "payments", burst=600_000, trickle=0)
+        )
 
         def scrape() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from poet_operator.rollout.status import MonitorStatus
 from pydantic import BaseModel
 
 from tests.e2e.kube import ApiHttp, Kubectl, KubectlError, wait_until
+from tests.tools.payments import make_payments_data, stream_batches
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "poet-monitor"
@@ -349,40 +349,7 @@ def payments_spec(window: int, memory: str, *, analysis: int, tolerance: int, bu
 @pytest.fixture(scope="module")
 def payments(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example's own generator: a reference and a stream of mostly distinct merchant ids."""
-    out = tmp_path_factory.mktemp("payments")
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "payments" / "make_data.py"),
-            "--out",
-            str(out),
-            "--burst",
-            "600000",
-            "--trickle",
-            "0",
-            "--reference",
-            "5000",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
-def stream_batches(path: Path, rows: int) -> Iterator[str]:
-    """The stream file as CSV batches of ``rows`` rows, without its timestamp column."""
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    keep = [i for i, column in enumerate(header) if column != "timestamp"]
-
-    def cut(line: str) -> str:
-        cells = line.split(",")
-        return ",".join(cells[i] for i in keep)
-
-    head = cut(lines[0])
-    body = lines[1:]
-    for start in range(0, len(body), rows):
-        yield head + "\n" + "\n".join(cut(x) for x in body[start : start + rows]) + "\n"
+    return make_payments_data(tmp_path_factory.mktemp("payments"), burst=600_000, trickle=0)
 
 
 def history_versions(http: ApiHttp, path: str) -> set[int]:

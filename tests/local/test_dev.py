@@ -21,6 +21,7 @@ import pytest
 from poet_operator.local.cage import make_cage, parse_memory, systemd_scope_parent
 
 from monitor_runtime.server.history import decode_history_file
+from tests.tools.payments import make_payments_data
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = "200M"
@@ -58,48 +59,14 @@ needs_cgroup = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("payments")
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "payments" / "make_data.py"),
-            "--out",
-            str(out),
-            "--burst",
-            "200000",
-            "--trickle",
-            "10000",
-            "--reference",
-            "5000",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return make_payments_data(tmp_path_factory.mktemp("payments"), burst=200_000, trickle=10_000)
 
 
 @pytest.fixture(scope="module")
 def data_with_a_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same burst, then a long quiet period: traffic goes on after the promotion, however slowly the
     canary came up (the run stops once the promoted version has evaluated, `--until healed`)."""
-    out = tmp_path_factory.mktemp("payments-tail")
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "payments" / "make_data.py"),
-            "--out",
-            str(out),
-            "--burst",
-            "200000",
-            "--trickle",
-            "150000",
-            "--reference",
-            "5000",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return make_payments_data(tmp_path_factory.mktemp("payments-tail"), burst=200_000, trickle=150_000)
 
 
 def _dev(

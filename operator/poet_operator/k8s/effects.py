@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from monitor_runtime.server.history import EvaluationHistory, parse_history
+from monitor_runtime.server.history import DEFAULT_LIMIT, EvaluationHistory, parse_history
 from poet_operator.k8s import builders
 from poet_operator.k8s.api import GROUP, VERSION, ApiError, KubeApi, apps_path, core_path, monitor_path
 from poet_operator.k8s.metrics import OperatorMetrics
@@ -47,7 +47,7 @@ from poet_operator.rollout.actions import (
     StoreHistory,
 )
 from poet_operator.rollout.machine import rfc3339
-from poet_operator.rollout.observations import GenerationOutcome, Observation
+from poet_operator.rollout.observations import GenerationOutcome, Observation, PodObservation
 from poet_operator.spec import MonitorSpec
 
 if TYPE_CHECKING:
@@ -426,22 +426,22 @@ class Effects:
         self, obj: Mapping[str, Any], observation: Observation, to_role: str | None
     ) -> None:
         namespace = obj["metadata"]["namespace"]
-        stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
+        stable = _ready_pod(observation, "stable")
         if stable is None:
             return
         response = await self.api.call_raw(
             "GET",
-            core_path(namespace, "pods", f"{stable.name}:{RUNTIME_PORT}", "proxy/v1/reference"),
+            _runtime_path(namespace, stable.name, "v1/reference"),
             accept=REFERENCE_CONTENT_TYPE,
         )
         body = response.body
         sha = response.headers.get("x-poet-reference-sha256", "")
         if to_role is not None:
-            target = next((p for p in observation.pods if p.role == to_role and p.ready), None)
+            target = _ready_pod(observation, to_role)
             if target is not None:
                 await self.api.call_raw(
                     "POST",
-                    core_path(namespace, "pods", f"{target.name}:{RUNTIME_PORT}", "proxy/v1/reference"),
+                    _runtime_path(namespace, target.name, "v1/reference"),
                     body=body,
                     content_type=REFERENCE_CONTENT_TYPE,
                 )
@@ -460,29 +460,18 @@ class Effects:
                         "canary, a restart elsewhere) gets it from the stable pod while one is running",
                     )
                 return
-            collection = core_path(namespace, "configmaps")
-            live = await self.api.get_or_none(f"{collection}/{desired['metadata']['name']}")
-            if live is None:
-                await self.api.call("POST", collection, body=desired)
-            else:
-                await self.api.merge_patch(
-                    f"{collection}/{desired['metadata']['name']}",
-                    {
-                        "metadata": {"annotations": desired["metadata"].get("annotations", {})},
-                        "binaryData": desired.get("binaryData", {}),
-                    },
-                )
+            await self._put_kept_configmap(namespace, desired)
 
     # -- the evaluation history -----------------------------------------------------------------------------
 
     def _history_path(self, namespace: str, pod: str) -> str:
-        return core_path(namespace, "pods", f"{pod}:{RUNTIME_PORT}", "proxy/v1/history")
+        return _runtime_path(namespace, pod, "v1/history")
 
     async def _hand_off_history(self, obj: Mapping[str, Any], observation: Observation, to_role: str) -> None:
         """The stable pod's history merged into the `to_role` pod's through the pod proxy (JSON)."""
         namespace = obj["metadata"]["namespace"]
-        stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
-        target = next((p for p in observation.pods if p.role == to_role and p.ready), None)
+        stable = _ready_pod(observation, "stable")
+        target = _ready_pod(observation, to_role)
         if stable is None or target is None:
             return
         history = await self.api.call("GET", self._history_path(namespace, stable.name))
@@ -493,19 +482,17 @@ class Effects:
         `NAME-history` marked with `version`: once per promotion, before the stable Deployment moves."""
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        canary = next(
-            (p for p in observation.pods if p.role == "canary" and p.version == version and p.ready), None
-        )
+        canary = _ready_pod(observation, "canary", version)
         if canary is None:
             return  # its pod is gone: nothing left to keep (the machine stops asking once none serves)
         body = await self.api.call("GET", self._history_path(namespace, canary.name))
         try:
             entries = parse_history(body)
-            merged = EvaluationHistory(int(body.get("limit") or 100), entries)
+            merged = EvaluationHistory(int(body.get("limit") or DEFAULT_LIMIT), entries)
         except (ValueError, TypeError) as exc:
             log.warning("%s/%s: the canary's history is unusable, not stored: %s", namespace, name, exc)
             return
-        stable = next((p for p in observation.pods if p.role == "stable" and p.ready), None)
+        stable = _ready_pod(observation, "stable")
         if stable is not None:
             try:
                 merged.merge(
@@ -519,20 +506,25 @@ class Effects:
             None,
             lambda: builders.history_configmap(obj, merged.as_list(), version=version, limit=merged.limit),
         )
+        await self._put_kept_configmap(namespace, desired)
+
+    async def _put_kept_configmap(self, namespace: str, desired: Mapping[str, Any]) -> None:
+        """Create a kept ConfigMap (`NAME-reference`, `NAME-history`), or replace its annotations and
+        binaryData when it exists (also when another pass created it between the read and the create)."""
         collection = core_path(namespace, "configmaps")
-        cm_name = desired["metadata"]["name"]
-        if await self.api.get_or_none(f"{collection}/{cm_name}") is None:
+        path = f"{collection}/{desired['metadata']['name']}"
+        if await self.api.get_or_none(path) is None:
             try:
-                await self.api.call("POST", collection, body=desired)
+                await self.api.call("POST", collection, body=dict(desired))
                 return
             except ApiError as exc:
                 if not exc.conflict:
                     raise
         await self.api.merge_patch(
-            f"{collection}/{cm_name}",
+            path,
             {
-                "metadata": {"annotations": desired["metadata"]["annotations"]},
-                "binaryData": desired["binaryData"],
+                "metadata": {"annotations": desired["metadata"].get("annotations", {})},
+                "binaryData": desired.get("binaryData", {}),
             },
         )
 
@@ -594,3 +586,20 @@ def prometheus_scalar(payload: Any) -> float | None:
 
 
 __all__ = ["Effects", "prometheus_scalar"]
+
+
+def _runtime_path(namespace: str, pod: str, path: str) -> str:
+    """A runtime pod's HTTP endpoint through the API server's pod proxy."""
+    return core_path(namespace, "pods", f"{pod}:{RUNTIME_PORT}", f"proxy/{path}")
+
+
+def _ready_pod(observation: Observation, role: str, version: int | None = None) -> PodObservation | None:
+    """A ready pod of `role` (and `version`, when given), or None."""
+    return next(
+        (
+            p
+            for p in observation.pods
+            if p.role == role and p.ready and (version is None or p.version == version)
+        ),
+        None,
+    )

@@ -26,6 +26,7 @@ from monitor_runtime.server.parsing import (
     column_kinds,
     parse_body,
     spec_kinds,
+    warm_up_arrow,
 )
 from monitor_runtime.server.prediction_quality import SCORE_COLUMN, PredictionQuality, quality_settings
 from monitor_runtime.server.report_page import render_report_page
@@ -349,10 +350,14 @@ _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poet-parse")
 
 
 async def start_threads() -> None:
-    """Start the parsing thread and a thread of the default pool now, while memory is plentiful: a thread
-    started later, near a memory limit on the address space, may not get its stack or thread-local data,
-    and glibc then ends the process at once (exit status 127) instead of raising MemoryError."""
+    """Start the parsing thread, Arrow's worker pools and a thread of the default pool now, while memory is
+    plentiful: a thread started later, near a memory limit on the address space, may not get its stack or
+    thread-local data, and glibc then ends the process at once (exit status 127) instead of raising
+    MemoryError."""
     loop = asyncio.get_running_loop()
+    # On this thread: small bodies are read here, and pyarrow, called from the main thread, also starts
+    # the thread that turns SIGINT into a cancellation.
+    warm_up_arrow()
     await loop.run_in_executor(_PARSER, int)
     await loop.run_in_executor(None, int)
 

@@ -591,6 +591,10 @@ class Evaluator:
             # A window half updated cannot be trusted, and the next evaluation needs the same memory again.
             await self.out_of_memory(exc, f"{method} could not allocate memory", profile)
             return
+        if self.fatal:
+            # The process is already ending (out of memory, say) and its record is written: an evaluation
+            # that was in flight and failed after it must not replace the cause with its own.
+            return
         reason = self.tracker.tripped()
         if isinstance(exc, EvaluationTimeout):
             reason = f"{exc}; a stuck call cannot be interrupted, so the process exits"

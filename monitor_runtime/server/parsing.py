@@ -594,6 +594,24 @@ _is_csv_bool = np.frompyfunc(_CSV_BOOLS.__contains__, 1, 1)
 _csv_bool_value = np.frompyfunc(_CSV_BOOLS.__getitem__, 1, 1)
 
 
+def warm_up_arrow() -> None:
+    """Read a tiny CSV and Arrow stream once, so Arrow starts its worker threads (and maps their stacks and
+    allocator arenas) now. Even with `use_threads=False` its CSV reader hands work to a pool started at
+    first use; started later, near a memory limit on the address space, the pool fails to launch and the
+    request ends in a 500 (or the process aborts) instead of a MemoryError the runtime can answer."""
+    if pa is None:
+        return
+    # One I/O thread is all a reader of in-memory bodies needs; more are started whenever its read-ahead
+    # queues two blocks at once, at any later request.
+    pa.set_io_thread_count(1)
+    body = b"a,b\n1,x\n"
+    table = pa_csv.read_csv(pa.py_buffer(body), read_options=pa_csv.ReadOptions(use_threads=False))
+    sink = pa.BufferOutputStream()
+    with pa_ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    pa_ipc.open_stream(sink.getvalue()).read_all()
+
+
 def _parse_csv(body: bytes, schema: Schema, delimiter: str = ",") -> Batch:
     # Both readers accept a quote left open to the end of the body (the rest becomes one cell); quotes in
     # a well-formed CSV come in pairs, so an odd count is a truncated or broken body.

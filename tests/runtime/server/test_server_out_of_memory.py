@@ -20,7 +20,16 @@ from monitor_runtime.server.crash import (
     feedback_record,
 )
 
-from .runtime_server_helpers import GOOD_MONITOR, SPEC, columns_json, frame, http, wait_until, write_version
+from .runtime_server_helpers import (
+    GOOD_MONITOR,
+    SPEC,
+    columns_json,
+    frame,
+    http,
+    running_monitor,
+    wait_until,
+    write_version,
+)
 
 MB = 1024**2
 
@@ -109,7 +118,8 @@ def test_memory_errors_in_requests_get_503_and_repeated_ones_end_the_process(
     server = server_factory(code_dir, env=env)
     server.wait_ready()
     body = _csv_body(60_000, 2)  # about 1.6 MB: parsed on the parsing thread
-    _limit(server.proc.pid, 60 * MB)
+    # Less room than the queue's cap (960,000 rows, about 20 MB): parsing a later body runs out.
+    _limit(server.proc.pid, 12 * MB)
     answers: list[tuple[int, dict]] = []
     health_after_first_refusal = None
     for _ in range(50):
@@ -167,3 +177,37 @@ def test_the_out_of_memory_reason_survives_truncation_of_the_record() -> None:
     assert out["reason"] == OUT_OF_MEMORY_REASON and out["version"] == 1
     plain = feedback_record(phase="run", signature={"exception": "KeyError"}, version=1, monitor="m")
     assert "reason" not in plain  # only an out-of-memory record carries one
+
+
+def test_a_csv_body_read_by_arrow_near_the_limit_is_never_a_500(tmp_path: Path, server_factory) -> None:
+    # Arrow's CSV reader hands work to worker threads it starts at first use; started only then, with
+    # little address space left, they fail to launch ("Unknown error: Failed to launch worker thread")
+    # and the batch got a 500. The runtime starts them before it is ready.
+    server = server_factory(write_version(tmp_path / "v-arrow"))
+    server.wait_ready()
+    _limit(server.proc.pid, 16 * MB)
+    body = _csv_body(8_000, 3)
+    assert len(body) > 64 * 1024  # past the small-body reader: Arrow parses it
+    status, raw = http("POST", server.url + "/v1/batches", body, "text/csv")
+    internal = [e.get("error") for e in server.log_events() if e["event"] == "http.internal_error"]
+    assert status in (202, 503), (raw, internal)
+    if status == 503:
+        assert json.loads(raw)["kind"] == "out_of_memory"
+
+
+async def test_a_failure_after_the_out_of_memory_record_does_not_replace_it(tmp_path: Path) -> None:
+    # An evaluation in flight when memory ran out may fail after the record is written (here as a thread
+    # that cannot start would): the cause stays out of memory, and so does the exit status.
+    termination_log = tmp_path / "termination-log"
+    code_dir = write_version(tmp_path / "v-oom")
+    async with running_monitor(code_dir, termination_log=termination_log, max_consecutive_failures=1) as (
+        proc,
+        _,
+    ):
+        await proc.evaluator.out_of_memory(MemoryError(), "a test ran it out of memory")
+        cols = frame(50, 4)
+        await proc.evaluator._failed(RuntimeError("can't start new thread"), cols, 50, "monitor_features")
+        record = json.loads(termination_log.read_bytes())
+        assert record["reason"] == OUT_OF_MEMORY_REASON
+        assert record["message"].startswith("out of memory: a test ran it out of memory")
+    assert proc.exit_code == EXIT_OUT_OF_MEMORY

@@ -8,6 +8,10 @@ copy of the original stdout as one JSON object per line, each marked with the ru
 stderr.
 
 This file runs as a script, not as part of `poet_operator`, so the child never imports the operator.
+
+`sandbox_child.py --zygote FD` is the warm form: a long-lived process that imports everything trusted once,
+then forks one child per run on request (see `_zygote`). Each forked child sets its own limits, then runs
+exactly as the script does; the zygote itself never reads a payload and never runs generated code.
 """
 
 from __future__ import annotations
@@ -18,9 +22,8 @@ import resource
 import sys
 
 
-def _apply_limits() -> None:
-    """Set the rlimits passed as argv[1] (JSON) before anything heavy is imported or any code runs."""
-    limits = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+def _apply_limits(limits: dict) -> None:
+    """Set the run's rlimits before any generated code runs (as a script: before anything heavy loads)."""
     cpu = int(limits.get("cpu_seconds", 30))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))  # SIGXCPU at the soft limit, SIGKILL 2 s later
     memory = int(limits.get("memory_bytes", 2 << 30))
@@ -29,11 +32,14 @@ def _apply_limits() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # no file may grow, whatever slips past the guard
 
 
-_apply_limits()
+_ZYGOTE = sys.argv[1:2] == ["--zygote"]
+if not _ZYGOTE:
+    _apply_limits(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
 
-# Everything below is imported under the limits. The allow-listed modules are imported before the guard
-# is active so they never need an import event.
+# As a script, everything below is imported under the limits. The allow-listed modules are imported
+# before the guard is active so they never need an import event.
 import collections  # noqa: E402
+import contextlib  # noqa: E402
 import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
@@ -324,5 +330,125 @@ def _run_all(reporter: _Reporter, payload: dict[str, Any], toolkit: Any) -> None
                 break  # later steps would only repeat the same failure
 
 
+# ---------------------------------------------------------------- the warm form
+
+_ZYGOTE_MAX_MESSAGE = 65536
+_EXIT_FORK_FAILED = 70
+
+
+def _zygote(control_fd: int, *, own_pid_namespace: bool) -> int:
+    """Serve runs on the control socket (SOCK_SEQPACKET) until the operator closes it.
+
+    A request is one message: JSON `{"limits": ..., "cwd": ...}` with four descriptors attached, the run's
+    stdin, stdout and stderr pipes and one end of the run's status socket. The zygote forks a child that
+    takes the pipes as 0, 1 and 2, starts its own session, sets the limits and runs `main()`. On the status
+    socket it writes `{"pid": N}`, then `{"returncode": R}` when the child has ended (Popen's convention,
+    -N for a signal); anything read there, or its closing, kills the child's process group. Before a child
+    is reaped its group is killed, so nothing it started outlives it; in its own PID namespace, once no run
+    is left, the zygote also ends every other process there (ones that left the group with setsid).
+    """
+    import selectors
+    import signal
+    import socket
+
+    control = socket.socket(fileno=control_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so SIGCHLD writes to the wakeup fd
+    runs: dict[int, socket.socket] = {}
+    watched: set[socket.socket] = set()
+    # Sweeping the namespace with kill(-1) is only safe in a namespace of our own, where we are PID 2.
+    own_pid_namespace = own_pid_namespace and os.getpid() == 2
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ, "control")
+    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    control.send(b'{"ready": true}')
+
+    def kill_group(pid: int) -> None:
+        for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def reap() -> None:
+        for pid in list(runs):
+            try:
+                ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                ended = None
+            if ended is None:
+                continue
+            kill_group(pid)  # before reaping: the group's number cannot have been reused yet
+            _, status = os.waitpid(pid, 0)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            status_socket = runs.pop(pid)
+            if status_socket in watched:
+                watched.discard(status_socket)
+                selector.unregister(status_socket)
+            with contextlib.suppress(OSError):
+                status_socket.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+            status_socket.close()
+        # A run's processes that left its group (setsid) went to the namespace's init: once no run is in
+        # flight, everything in the namespace but init and the zygote is a leftover.
+        if own_pid_namespace and not runs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)  # every process in this namespace but init and us
+
+    def start(message: bytes, fds: list[int]) -> None:
+        request = json.loads(message)
+        status_socket = socket.socket(fileno=fds[3])
+        pid = os.fork()
+        if pid == 0:  # the run's child
+            code = _EXIT_FORK_FAILED
+            try:
+                control.detach()
+                status_socket.detach()
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.setsid()
+                for target, fd in enumerate(fds[:3]):
+                    os.dup2(fd, target)
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                os.chdir(request["cwd"])
+                _apply_limits(request["limits"])
+                code = main()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        for fd in fds[:3]:
+            os.close(fd)
+        runs[pid] = status_socket
+        watched.add(status_socket)
+        selector.register(status_socket, selectors.EVENT_READ, pid)
+        status_socket.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+    while True:
+        for key, _ in selector.select():
+            if key.data == "control":
+                message, fds, _, _ = socket.recv_fds(control, _ZYGOTE_MAX_MESSAGE, 4)
+                if not message:  # the operator is gone: so are its runs
+                    for pid in list(runs):
+                        kill_group(pid)
+                    return 0
+                if len(fds) == 4:
+                    start(message, fds)
+                else:
+                    for fd in fds:
+                        os.close(fd)
+            elif key.data == "wake":
+                os.read(wake_r, 4096)
+                reap()
+            elif key.data in runs:  # the operator asked for the run to end (or went away)
+                if not key.fileobj.recv(64):  # closed: stop watching, or the selector spins until reaped
+                    watched.discard(key.fileobj)
+                    selector.unregister(key.fileobj)
+                kill_group(key.data)
+
+
 if __name__ == "__main__":
+    if _ZYGOTE:
+        sys.exit(_zygote(int(sys.argv[2]), own_pid_namespace=sys.argv[3:4] == ["--own-pid-namespace"]))
     sys.exit(main())

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from poet_operator.poet.enforce.sandbox import (
     SandboxLimits,
+    ZygoteError,
+    _Zygote,
     _zygote,
     network_namespace_support,
     pid_namespace_support,
@@ -155,3 +157,14 @@ def test_the_fresh_form_holds_the_same_limits(monkeypatch: pytest.MonkeyPatch) -
     looping = GOOD.replace("CONTRACT = 1", "CONTRACT = 1\nwhile True:\n    pass", 1)
     outcome = _run(looping, SandboxLimits(cpu_seconds=3, wall_seconds=30, memory_bytes=1 << 30))
     assert outcome.termination == "cpu_limit" and outcome.returncode == -signal.SIGXCPU
+
+
+def test_a_zygote_that_cannot_start_is_not_tried_again_for_a_while(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import sys\nsys.exit('cannot start here')\n")
+    zygote = _Zygote(network=False, pids=False, script=broken)
+    with pytest.raises(ZygoteError, match="did not start: cannot start here"):
+        zygote.launch(FAST, str(tmp_path))
+    with pytest.raises(ZygoteError, match="cannot start here"):
+        zygote.launch(FAST, str(tmp_path))
+    assert zygote._proc is None  # not started again: the remembered failure answered

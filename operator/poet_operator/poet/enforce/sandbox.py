@@ -284,6 +284,10 @@ class _ForkedChild:
                 pipe.close()
 
 
+#: After the warm sandbox failed to start, runs use fresh interpreters this long before it is tried again.
+ZYGOTE_RETRY_SECONDS = 300.0
+
+
 class ZygoteError(RuntimeError):
     """The warm sandbox could not be started or stopped answering."""
 
@@ -296,19 +300,24 @@ class _Zygote:
     run gets its own pipes and status socket, passed as descriptors.
     """
 
-    def __init__(self, *, network: bool, pids: bool) -> None:
+    def __init__(self, *, network: bool, pids: bool, script: Path = CHILD_SCRIPT) -> None:
         self.network = network
         self.pids = pids
+        self.script = script
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._failed: tuple[float, str] | None = None  # when and why it last failed to start
 
     def _start(self) -> socket.socket:
+        # A zygote that cannot start here costs each run its start-up wait; runs go fresh for a while.
+        if self._failed is not None and time.monotonic() - self._failed[0] < ZYGOTE_RETRY_SECONDS:
+            raise ZygoteError(self._failed[1])
         self._stop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._workdir = tempfile.TemporaryDirectory(prefix="poet-sandbox-zygote-")
-        command = [sys.executable, "-I", "-B", str(CHILD_SCRIPT), "--zygote", str(theirs.fileno())]
+        command = [sys.executable, "-I", "-B", str(self.script), "--zygote", str(theirs.fileno())]
         if self.pids:
             command.append("--own-pid-namespace")
         errors = Path(self._workdir.name) / "stderr"
@@ -333,7 +342,8 @@ class _Zygote:
             tail = errors.read_bytes()[-500:].decode("utf-8", errors="replace").strip()
             self._stop()
             ours.close()
-            raise ZygoteError(f"the warm sandbox did not start: {tail or 'no output'}")
+            self._failed = (time.monotonic(), f"the warm sandbox did not start: {tail or 'no output'}")
+            raise ZygoteError(self._failed[1])
         ours.settimeout(None)
         self._control = ours
         return ours

@@ -98,6 +98,8 @@ def time_repeated(fn: Callable[[], Any], repeats: int, budget: float) -> tuple[l
     out: Any = None
     spent = 0.0
     for _ in range(max(1, repeats)):
+        # The previous run's output goes first: kept alive, it would sit in every later run's peak memory.
+        out = None
         t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         dt = time.perf_counter() - t0

@@ -423,7 +423,8 @@ def _zygote(control_fd: int, *, own_pid_namespace: bool) -> int:
         runs[pid] = status_socket
         watched.add(status_socket)
         selector.register(status_socket, selectors.EVENT_READ, pid)
-        status_socket.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        with contextlib.suppress(OSError):  # a caller that gave up: its socket's end is read as a kill
+            status_socket.sendall(json.dumps({"pid": pid}).encode() + b"\n")
 
     while True:
         for key, _ in selector.select():

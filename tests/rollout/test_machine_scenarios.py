@@ -301,6 +301,45 @@ def test_manual_promote_abort_regenerate_and_pause_each_act_once(make_world: Mak
     assert world.event_reasons().count("Paused") == 1 and world.event_reasons().count("Resumed") == 1
 
 
+def test_paused_time_is_not_analysis_time(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
+    world.crash("stable")
+    world.step()
+    world.finish_generations()
+    world.step()
+    world.pods_ready()
+    world.step()
+    assert world.status.canary_version == 2 and world.status.canary.ready_since is not None
+    world.annotations["poet.dev/paused"] = "true"
+    world.step()
+    world.advance(61)  # past the 60 s analysis, all of it paused
+    assert world.step().rollout is None and world.status.canary_version == 2
+    assert "paused" in world.status.canary.analysis
+    del world.annotations["poet.dev/paused"]
+    decision = world.step()
+    assert decision.rollout is None and world.status.canary_version == 2  # the clock starts again
+    assert world.status.canary.analysis.startswith("ready for 0 of 60 s")
+    world.advance(61)
+    assert world.step().rollout == "promoted" and world.status.stable_version == 2
+
+
+def test_a_version_generated_while_paused_starts_only_when_resumed(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
+    world.crash("stable")
+    assert [g.version for g in world.step().of_type(Generate)] == [2]
+    world.annotations["poet.dev/paused"] = "true"
+    world.step()
+    world.finish_generations()
+    world.step()
+    assert world.status.canary_version is None and world.deployments == {"stable": 1}
+    assert world.status.pending is not None and world.status.pending.version == 2
+    assert world.status.condition("Generated").reason == "GeneratedWhilePaused"
+    del world.annotations["poet.dev/paused"]
+    world.step()
+    assert world.status.canary_version == 2 and world.deployments == {"stable": 1, "canary": 2}
+    assert "CanaryStarted" in world.event_reasons()
+
+
 def test_canary_worse_error_rate_is_rolled_back() -> None:
     # Plain-data world only: a process's error rate is what its generated code does, not a setting.
     world = World(spec=dict(SPEC))

@@ -447,7 +447,15 @@ class _Step:
         info = self.obs.versions.get(pending.version)
         if info is None and outcome is not None and outcome.status == "written":
             info = outcome.info
-        if info is not None:
+        if info is not None and self.s.paused:
+            # Stored and enforced, but starting it (as stable or as a canary) is a rollout step: it waits.
+            self.set_condition(
+                "Generated",
+                "True",
+                "GeneratedWhilePaused",
+                f"version {pending.version} generated and enforced; it starts when the rollout is resumed",
+            )
+        elif info is not None:
             self.accept_version(pending, info)
         elif outcome is not None:
             self.reject_version(pending, outcome.status, outcome.message)
@@ -640,7 +648,9 @@ class _Step:
         restarts = sum(p.restart_count for p in self.obs.pods_of("canary", number))
         progress.restarts = max(progress.restarts, restarts)
         if self.s.paused:
-            progress.analysis = "paused"
+            # Paused time is not analysis time: once resumed, the canary must be ready for the whole period.
+            progress.ready_since = None
+            progress.analysis = "paused; the analysis starts again when the rollout is resumed"
             return
         if progress.restarts > tolerance:
             self.roll_back(f"restarted {progress.restarts} times (tolerance {tolerance})", feedback=True)

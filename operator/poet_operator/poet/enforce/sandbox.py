@@ -315,24 +315,35 @@ class _Zygote:
         if self._failed is not None and time.monotonic() - self._failed[0] < ZYGOTE_RETRY_SECONDS:
             raise ZygoteError(self._failed[1])
         self._stop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except (OSError, AttributeError) as exc:  # platforms without SOCK_SEQPACKET for local sockets
+            self._failed = (time.monotonic(), f"the warm sandbox cannot run here ({exc})")
+            raise ZygoteError(self._failed[1]) from None
         self._workdir = tempfile.TemporaryDirectory(prefix="poet-sandbox-zygote-")
         command = [sys.executable, "-I", "-B", str(self.script), "--zygote", str(theirs.fileno())]
         if self.pids:
             command.append("--own-pid-namespace")
         errors = Path(self._workdir.name) / "stderr"
-        with errors.open("wb") as stderr:
-            self._proc = subprocess.Popen(
-                isolated_command(command, network=self.network, pids=self.pids),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                cwd=self._workdir.name,
-                env=_child_env(),
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-            )
-        theirs.close()
+        try:
+            with errors.open("wb") as stderr:
+                self._proc = subprocess.Popen(
+                    isolated_command(command, network=self.network, pids=self.pids),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    cwd=self._workdir.name,
+                    env=_child_env(),
+                    pass_fds=(theirs.fileno(),),
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            ours.close()
+            self._stop()
+            self._failed = (time.monotonic(), f"the warm sandbox did not start: {exc}")
+            raise ZygoteError(self._failed[1]) from None
+        finally:
+            theirs.close()
         ours.settimeout(120)  # it imports numpy and scipy first; slow under load
         try:
             ready = ours.recv(64)

@@ -24,6 +24,8 @@ GROUP = "poet.dev"
 VERSION = "v1alpha1"
 PLURAL = "modelmonitors"
 MERGE_PATCH = "application/merge-patch+json"
+# A list of PartialObjectMetadata: names, labels, annotations and owners, without the objects' contents.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 USER_AGENT = f"poet-monitor-operator/{__version__}"
 
 
@@ -189,8 +191,12 @@ class KubeApi:
                 return None
             raise
 
-    async def list_items(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
-        result = await self.call("GET", path, query={"labelSelector": label_selector})
+    async def list_items(
+        self, path: str, *, label_selector: str | None = None, metadata_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The items of a list; `metadata_only` asks for each item's metadata alone (no data or spec)."""
+        accept = METADATA_LIST if metadata_only else "application/json"
+        result = await self.call("GET", path, query={"labelSelector": label_selector}, accept=accept)
         return list((result or {}).get("items") or [])
 
     async def merge_patch(self, path: str, body: Mapping[str, Any]) -> Any:

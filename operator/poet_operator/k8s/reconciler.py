@@ -236,13 +236,23 @@ class Reconciler:
         if name_problem is not None:
             # The name becomes Service and label values: refuse it here with a condition, not a crash loop.
             spec, problems = None, (*problems, ("metadata.name", name_problem))
-        config_maps, deployments, pods = await asyncio.gather(
-            self.api.list_items(core_path(namespace, "configmaps"), label_selector=selector),
+        version_maps, config_maps, deployments, pods = await asyncio.gather(
+            self.api.list_items(
+                core_path(namespace, "configmaps"), label_selector=f"{selector},{builders.LABEL_VERSION}"
+            ),
+            # The reference and history ConfigMaps hold up to a few MiB each, and only their annotations
+            # are read here: their metadata alone, at every reconcile.
+            self.api.list_items(
+                core_path(namespace, "configmaps"),
+                label_selector=f"{selector},!{builders.LABEL_VERSION}",
+                metadata_only=True,
+            ),
             self.api.list_items(apps_path(namespace, "deployments"), label_selector=selector),
             self.api.list_items(core_path(namespace, "pods"), label_selector=selector),
         )
+        version_maps = [c for c in version_maps if belongs_to(c, name)]
         config_maps = [c for c in config_maps if belongs_to(c, name)]
-        versions = {info.number: info for info in map(version_info, config_maps) if info is not None}
+        versions = {info.number: info for info in map(version_info, version_maps) if info is not None}
         reference = next(
             (
                 c

@@ -323,6 +323,24 @@ def test_paused_time_is_not_analysis_time(make_world: MakeWorld) -> None:
     assert world.step().rollout == "promoted" and world.status.stable_version == 2
 
 
+def test_the_progress_deadline_counts_from_the_resume(make_world: MakeWorld) -> None:
+    world = running_world(make_world)
+    world.crash("stable")
+    world.step()
+    world.finish_generations()
+    world.step()
+    assert world.status.canary_version == 2 and world.status.canary.ready_since is None  # not ready yet
+    world.annotations["poet.dev/paused"] = "true"
+    world.step()
+    world.advance(601)  # past the 600 s progress deadline, all of it paused
+    del world.annotations["poet.dev/paused"]
+    assert world.step().rollout is None and world.status.canary_version == 2
+    world.advance(601)
+    decision = world.step()
+    assert decision.rollout == "rolled_back"
+    assert "progress deadline" in world.status.version(2).message
+
+
 def test_a_version_generated_while_paused_starts_only_when_resumed(make_world: MakeWorld) -> None:
     world = running_world(make_world)
     world.crash("stable")

@@ -276,6 +276,10 @@ class _Step:
                 if paused
                 else "rollout resumed: poet.dev/paused was removed"
             )
+            if not paused and self.s.canary is not None:
+                # The canary's progress deadline counts from the resume, as its analysis does: a pause
+                # longer than the deadline must not roll back a canary that had no time to become ready.
+                self.s.canary.started = self.stamp
             self.emit("Normal", word, text)
             self.s.last_manual_action = ManualAction(
                 annotation=PAUSED, value=str(annotations.get(PAUSED, "")), outcome=text, time=self.stamp

@@ -601,18 +601,24 @@ class Evaluator:
         if reason is None:
             return
         self.fatal = True
-        record = feedback_record(
-            phase="run",
+        record = self._run_record(
             signature=signature,
-            version=self.identity.get("version"),
-            monitor=str(self.identity.get("monitor", "")),
-            model=str(self.identity.get("model", "")),
             message=f"{reason}; last: {type(exc).__name__}: {exc}",
             traceback_text=tb,
             profile=profile,
             failures=self.tracker.summary(),
         )
         await self._on_fatal(record)
+
+    def _run_record(self, **fields: Any) -> dict[str, Any]:
+        """The feedback record of a failure while running, with this monitor's identity."""
+        return feedback_record(
+            phase="run",
+            version=self.identity.get("version"),
+            monitor=str(self.identity.get("monitor", "")),
+            model=str(self.identity.get("model", "")),
+            **fields,
+        )
 
     # ------------------------------------------------------------ out of memory
 
@@ -642,12 +648,8 @@ class Evaluator:
             return
         self.fatal = True
         signature = exception_signature(exc)
-        record = feedback_record(
-            phase="run",
+        record = self._run_record(
             signature=signature,
-            version=self.identity.get("version"),
-            monitor=str(self.identity.get("monitor", "")),
-            model=str(self.identity.get("model", "")),
             message=f"out of memory: {why}; last: MemoryError: {exc}".rstrip(": "),
             traceback_text=format_traceback(exc),
             profile=profile,

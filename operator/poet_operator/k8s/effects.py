@@ -205,13 +205,9 @@ class Effects:
         name = desired["metadata"]["name"]
         live = await self.api.get_or_none(f"{collection}/{name}")
         if live is None:
-            try:
-                await self.api.call("POST", collection, body=dict(desired))
+            live, created = await self._create_or_read(collection, desired)
+            if created:
                 return
-            except ApiError as exc:
-                if not exc.conflict:
-                    raise
-                live = await self.api.call("GET", f"{collection}/{name}")
         wanted: dict[str, Any] = {
             "apiVersion": desired["apiVersion"],
             "kind": desired["kind"],
@@ -223,6 +219,17 @@ class Effects:
             await self.api.merge_patch(
                 f"{collection}/{name}", {k: wanted[k] for k in ("metadata", "spec") if k in wanted}
             )
+
+    async def _create_or_read(
+        self, collection: str, desired: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Create `desired`: (the object, True); when another pass created it first, (that one, False)."""
+        try:
+            return await self.api.call("POST", collection, body=dict(desired)), True
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+        return await self.api.call("GET", f"{collection}/{desired['metadata']['name']}"), False
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -345,12 +352,7 @@ class Effects:
         if produced.status != "written":
             return GenerationOutcome(action.version, produced.status, action.spec_hash, produced.message)  # type: ignore[arg-type]
         config_map = builders.version_configmap(obj, action.version, produced.code, produced.manifest_json)
-        try:
-            stored = await self.api.call("POST", core_path(namespace, "configmaps"), body=config_map)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-            stored = await self.api.call("GET", core_path(namespace, "configmaps", cm_name))
+        stored, _ = await self._create_or_read(core_path(namespace, "configmaps"), config_map)
         info = version_info(stored) or version_info(config_map)
         return GenerationOutcome(action.version, "written", action.spec_hash, info=info)
 
@@ -513,13 +515,8 @@ class Effects:
         binaryData when it exists (also when another pass created it between the read and the create)."""
         collection = core_path(namespace, "configmaps")
         path = f"{collection}/{desired['metadata']['name']}"
-        if await self.api.get_or_none(path) is None:
-            try:
-                await self.api.call("POST", collection, body=dict(desired))
-                return
-            except ApiError as exc:
-                if not exc.conflict:
-                    raise
+        if await self.api.get_or_none(path) is None and (await self._create_or_read(collection, desired))[1]:
+            return
         await self.api.merge_patch(
             path,
             {

@@ -21,14 +21,16 @@ import pytest
 from poet_operator.poet.enforce.sandbox import (
     SandboxLimits,
     ZygoteError,
+    _shared_zygote,
     _Zygote,
-    _zygote,
     network_namespace_support,
     pid_namespace_support,
     run_sandbox,
 )
 from poet_operator.poet.enforce.scenarios import build_scenarios
 from poet_operator.spec import MonitorSpec
+
+from tests.poet.test_enforce_escapes import _running
 
 GOOD = (Path(__file__).parent / "enforce_samples" / "good_monitor.py").read_text()
 SPEC = MonitorSpec(model="churn", predictions={"task": "classification"})
@@ -42,7 +44,7 @@ def _run(code: str = GOOD, limits: SandboxLimits = FAST):
 
 
 def _the_zygote():
-    return _zygote(network=network_namespace_support()[0], pids=pid_namespace_support()[0])
+    return _shared_zygote(network=network_namespace_support()[0], pids=pid_namespace_support()[0])
 
 
 def _children(pid: int) -> list[int]:
@@ -119,20 +121,9 @@ def test_a_process_left_in_the_zygotes_namespace_is_ended_after_the_next_run() -
         check=True,
         timeout=30,
     )
-    assert _gone_soon(lambda: _marker_running(marker), 5)
+    assert _gone_soon(lambda: _running(marker), 5)
     assert _run().termination == "completed"
-    assert _gone_soon(lambda: not _marker_running(marker)), "a stray process outlived the next run"
-
-
-def _marker_running(marker: str) -> bool:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    return _alive(int(entry.name))
-            except OSError:
-                continue
-    return False
+    assert _gone_soon(lambda: not _running(marker)), "a stray process outlived the next run"
 
 
 def test_the_zygote_ends_with_the_process_that_started_it() -> None:

@@ -431,9 +431,12 @@ _ZYGOTES: dict[tuple[bool, bool], _Zygote] = {}
 _ZYGOTES_LOCK = threading.Lock()
 
 
-def _zygote(*, network: bool, pids: bool) -> _Zygote:
+def _shared_zygote(*, network: bool, pids: bool) -> _Zygote:
+    """The warm sandbox of this process for that isolation (one each, made on first use)."""
     with _ZYGOTES_LOCK:
-        return _ZYGOTES.setdefault((network, pids), _Zygote(network=network, pids=pids))
+        if (network, pids) not in _ZYGOTES:
+            _ZYGOTES[network, pids] = _Zygote(network=network, pids=pids)
+        return _ZYGOTES[network, pids]
 
 
 def warm_sandbox_enabled() -> bool:
@@ -561,7 +564,7 @@ def run_sandbox(
         # The caller's own choice of network isolation is served fresh: the zygote's is fixed at its start.
         if network_isolation is None and warm_sandbox_enabled():
             try:
-                child = _zygote(network=use_netns, pids=use_pidns).launch(limits, workdir)
+                child = _shared_zygote(network=use_netns, pids=use_pidns).launch(limits, workdir)
                 outcome.isolation_note += "; forked from the warm sandbox (its namespaces are shared by runs)"
             except ZygoteError as exc:
                 outcome.isolation_note += f"; {exc}: a new interpreter for this run"

@@ -43,3 +43,8 @@ def dumps(obj: Any, **kwargs: Any) -> str:
         return json.dumps(obj, default=json_default, allow_nan=False, **kwargs)
     except (ValueError, TypeError):
         return json.dumps(finite(obj), default=json_default, allow_nan=False, **kwargs)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as it reads back from its strict JSON text (what a client of the runtime sees)."""
+    return json.loads(dumps(obj))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from monitor_runtime.drift.columns import MISSING_STRINGS
+from monitor_runtime.server.state_fields import float_array, integer, list_of, number, object_of
 
 _BINS = 20
 _PERCENTILES = np.linspace(0, 100, 101)
@@ -60,7 +61,7 @@ class FeatureBins:
     def numbers(self, values: np.ndarray) -> np.ndarray:
         """The values as floats (NaN where missing or not a number)."""
         kind = values.dtype.kind
-        return np.asarray(values, dtype=np.float64) if kind in "biuf" else _to_float(values.astype(object))
+        return np.asarray(values, dtype=np.float64) if kind in "biuf" else _tonumber(values.astype(object))
 
     def count(self, values: np.ndarray) -> np.ndarray:
         """Bin counts of `values` (missing values are not counted)."""
@@ -101,7 +102,7 @@ class FeatureBins:
         return counts, summary
 
 
-def _to_float(values: np.ndarray) -> np.ndarray:
+def _tonumber(values: np.ndarray) -> np.ndarray:
     out = np.full(len(values), np.nan)
     for_mask = np.array([isinstance(x, int | float) for x in values], dtype=bool)
     out[for_mask] = values[for_mask].astype(np.float64)
@@ -144,15 +145,50 @@ class DistributionTracker:
     chunks: deque[tuple[int, dict[str, tuple[np.ndarray, ChunkSummary]]]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Checkpoints pickle the tracker; a lock cannot be pickled and is recreated on load.
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
+    def to_state(self) -> dict[str, Any]:
+        """The tracker as data for a checkpoint (JSON values and numpy arrays); `from_state` reads it."""
+        with self._lock:
+            features = dict(self.features)
+            chunks = list(self.chunks)
+        return {
+            "window_rows": self.window_rows,
+            "features": {name: _bins_state(bins) for name, bins in features.items()},
+            "chunks": [
+                {
+                    "rows": n_rows,
+                    "features": {
+                        name: {"counts": counts, "summary": _summary_state(summary)}
+                        for name, (counts, summary) in measured.items()
+                    },
+                }
+                for n_rows, measured in chunks
+            ],
+        }
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DistributionTracker:
+        """A tracker from `to_state()` data; ValueError naming the field that is wrong."""
+        where = "distributions"
+        state = object_of(state, where)
+        features = {
+            str(name): _bins_from_state(bins, f"{where}.features[{name!r}]")
+            for name, bins in object_of(state.get("features"), f"{where}.features").items()
+        }
+        chunks: deque[tuple[int, dict[str, tuple[np.ndarray, ChunkSummary]]]] = deque()
+        for i, chunk in enumerate(list_of(state.get("chunks"), f"{where}.chunks")):
+            at = f"{where}.chunks[{i}]"
+            chunk = object_of(chunk, at)
+            measured = {}
+            for name, item in object_of(chunk.get("features"), f"{at}.features").items():
+                item_at = f"{at}.features[{name!r}]"
+                item = object_of(item, item_at)
+                measured[str(name)] = (
+                    float_array(item.get("counts"), f"{item_at}.counts"),
+                    _summary_from_state(item.get("summary"), f"{item_at}.summary"),
+                )
+            chunks.append((integer(chunk.get("rows"), f"{at}.rows"), measured))
+        window_rows = integer(state.get("window_rows"), f"{where}.window_rows")
+        return cls(window_rows=window_rows, features=features, chunks=chunks)
 
     def set_reference(self, columns: Mapping[str, np.ndarray]) -> None:
         """Bin a new reference; current counts restart because the bins changed."""
@@ -212,6 +248,75 @@ class DistributionTracker:
                 },
             }
         return out
+
+
+def _bins_state(bins: FeatureBins) -> dict[str, Any]:
+    return {
+        "kind": bins.kind,
+        "edges": bins.edges,
+        "categories": bins.categories,
+        "reference": bins.reference,
+        "shift": bins.shift,
+        "reference_summary": None
+        if bins.reference_summary is None
+        else _summary_state(bins.reference_summary),
+    }
+
+
+def _bins_from_state(state: Any, where: str) -> FeatureBins:
+    state = object_of(state, where)
+    kind = state.get("kind")
+    if kind == "numeric":
+        edges = float_array(state.get("edges"), f"{where}.edges")
+        if edges.ndim != 1 or edges.size < 2:
+            raise ValueError(f"{where}.edges: expected at least two bin edges")
+        categories = None
+    elif kind == "categorical":
+        edges = None
+        categories = list_of(state.get("categories"), f"{where}.categories")
+        if not all(isinstance(c, str) for c in categories):
+            raise ValueError(f"{where}.categories: expected a list of str")
+    else:
+        raise ValueError(f"{where}.kind: expected 'numeric' or 'categorical', got {kind!r}")
+    summary = state.get("reference_summary")
+    return FeatureBins(
+        kind,
+        edges,
+        categories,
+        float_array(state.get("reference"), f"{where}.reference"),
+        shift=number(state.get("shift"), f"{where}.shift"),
+        reference_summary=None
+        if summary is None
+        else _summary_from_state(summary, f"{where}.reference_summary"),
+    )
+
+
+def _summary_state(summary: ChunkSummary) -> dict[str, Any]:
+    return {
+        "rows": summary.rows,
+        "missing": summary.missing,
+        "n_numbers": summary.n_numbers,
+        "sum": summary.sum,
+        "sum_squares": summary.sum_squares,
+        "low": summary.low,
+        "high": summary.high,
+        "percentiles": summary.percentiles,
+    }
+
+
+def _summary_from_state(state: Any, where: str) -> ChunkSummary:
+    state = object_of(state, where)
+    percentiles = state.get("percentiles")
+    return ChunkSummary(
+        rows=integer(state.get("rows"), f"{where}.rows"),
+        missing=integer(state.get("missing"), f"{where}.missing"),
+        n_numbers=integer(state.get("n_numbers"), f"{where}.n_numbers"),
+        sum=number(state.get("sum"), f"{where}.sum"),
+        sum_squares=number(state.get("sum_squares"), f"{where}.sum_squares"),
+        low=number(state.get("low"), f"{where}.low"),
+        high=number(state.get("high"), f"{where}.high"),
+        percentiles=None if percentiles is None else float_array(percentiles, f"{where}.percentiles"),
+    )
 
 
 def summary_statistics(parts: list[ChunkSummary], shift: float) -> dict[str, Any]:

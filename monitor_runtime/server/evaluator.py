@@ -16,11 +16,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from monitor_runtime import json_safe
 from monitor_runtime.reference_npz import EncodedReference, canonical_columns, encode_reference
 from monitor_runtime.server.crash import (
     OUT_OF_MEMORY_REASON,
@@ -38,8 +39,10 @@ from monitor_runtime.server.metrics import RuntimeMetrics
 from monitor_runtime.server.parsing import Batch
 from monitor_runtime.server.prediction_quality import SCORE_COLUMN
 from monitor_runtime.server.settings import RuntimeSettings
+from monitor_runtime.server.state_fields import column, integer, list_of, number, object_of
 
-CHECKPOINT_FORMAT = 1
+# The layout of the checkpoint's state (runner.py); 2 since it is data (state_codec), not a pickle.
+CHECKPOINT_FORMAT = 2
 
 
 class ContractViolation(Exception):
@@ -189,14 +192,21 @@ class HeldReference:
         return {"npz": e.npz, "sha256": e.sha256, "rows": e.rows, "columns": columns, "source": self.source}
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> HeldReference:
+    def from_state(cls, state: Any, where: str = "reference") -> HeldReference:
+        """The held reference from `to_state()` data; ValueError naming the field that is wrong."""
+        state = object_of(state, where)
+        npz, sha256, source = state.get("npz"), state.get("sha256"), state.get("source")
+        columns = list_of(state.get("columns"), f"{where}.columns")
+        if not isinstance(npz, bytes):
+            raise ValueError(f"{where}.npz: expected the archive's bytes, got {type(npz).__name__}")
+        if not isinstance(sha256, str) or not isinstance(source, str):
+            raise ValueError(f"{where}: sha256 and source must be str, got {sha256!r} and {source!r}")
+        if not all(isinstance(c, str) for c in columns):
+            raise ValueError(f"{where}.columns: expected a list of column names")
         encoded = EncodedReference(
-            npz=bytes(state["npz"]),
-            sha256=str(state["sha256"]),
-            rows=int(state["rows"]),
-            columns=tuple(state["columns"]),
+            npz=npz, sha256=sha256, rows=integer(state.get("rows"), f"{where}.rows"), columns=tuple(columns)
         )
-        return cls(encoded=encoded, source=str(state["source"]))
+        return cls(encoded=encoded, source=source)
 
 
 def prepare_reference(columns: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], EncodedReference]:
@@ -668,50 +678,45 @@ class Evaluator:
             return monitor_state, self.runtime_state()
 
     def runtime_state(self) -> dict[str, Any]:
-        """What the runtime itself needs to resume (the monitor's own state comes from `state()`)."""
+        """What the runtime itself needs to resume (the monitor's own state comes from `state()`), as data:
+        `RuntimeState.from_state` reads it back."""
         return {
             "has_reference": self.has_reference,
             "reference_rows": self.reference_rows,
             # npz bytes (data), so a restarted container serves the very reference its monitor holds
             "reference": self.reference.to_state() if self.reference is not None else None,
-            "latest": self.latest,
-            "latest_predictions": self.latest_predictions,
+            # Results of generated code, kept as the report serves them (strict JSON, whatever their types).
+            "latest": json_safe.plain(self.latest),
+            "latest_predictions": json_safe.plain(self.latest_predictions),
             "evaluated_at": self.evaluated_at,
             "evaluation_seconds": self.evaluation_seconds,
             "rows_evaluated": self.rows_evaluated,
             "rows_in_last_evaluation": self.rows_in_last_evaluation,
             "rows_ingested": self.rows_ingested,
             "rows_dropped": self.rows_dropped,
-            "history": self.history.to_json(),
+            "history": json_safe.plain(self.history.to_json()),
             "pending": [
                 {"columns": b.columns, "n_rows": b.n_rows, "predictions": b.predictions, "actuals": b.actuals}
                 for b in self.pending
             ],
         }
 
-    def restore_runtime_state(self, state: Mapping[str, Any]) -> None:
+    def restore_runtime_state(self, state: RuntimeState) -> None:
         """Resume counters, the latest result and pending rows from a checkpoint."""
-        self.has_reference = bool(state.get("has_reference"))
-        self.reference_rows = int(state.get("reference_rows") or 0)
-        held = state.get("reference")
-        self.reference = HeldReference.from_state(held) if isinstance(held, Mapping) else None
-        self.latest = state.get("latest")
-        self.latest_predictions = state.get("latest_predictions")
-        self.evaluated_at = state.get("evaluated_at")
-        self.evaluation_seconds = state.get("evaluation_seconds")
-        self.rows_evaluated = int(state.get("rows_evaluated") or 0)
-        self.rows_in_last_evaluation = int(state.get("rows_in_last_evaluation") or 0)
-        self.rows_ingested = int(state.get("rows_ingested") or 0)
-        self.rows_dropped = int(state.get("rows_dropped") or 0)
-        if state.get("history") is not None:
-            self.history = EvaluationHistory.from_json(state["history"], self.settings.history_size)
-        for item in state.get("pending") or []:
-            batch = Batch(
-                columns=item["columns"],
-                n_rows=int(item["n_rows"]),
-                predictions=item.get("predictions"),
-                actuals=item.get("actuals"),
-            )
+        self.has_reference = state.has_reference
+        self.reference_rows = state.reference_rows
+        self.reference = state.reference
+        self.latest = state.latest
+        self.latest_predictions = state.latest_predictions
+        self.evaluated_at = state.evaluated_at
+        self.evaluation_seconds = state.evaluation_seconds
+        self.rows_evaluated = state.rows_evaluated
+        self.rows_in_last_evaluation = state.rows_in_last_evaluation
+        self.rows_ingested = state.rows_ingested
+        self.rows_dropped = state.rows_dropped
+        if state.history is not None:
+            self.history = EvaluationHistory.from_json(state.history, self.settings.history_size)
+        for batch in state.pending:
             self.pending.append(batch)
             self.pending_rows += batch.n_rows
         if self.latest:
@@ -719,6 +724,70 @@ class Evaluator:
         if isinstance(self.latest_predictions, Mapping):
             self.metrics.record_predictions(self.latest_predictions)
         self.metrics.pending_rows.set(self.pending_rows)
+
+
+@dataclass
+class RuntimeState:
+    """The runtime's own part of a checkpoint (`Evaluator.runtime_state()`), read and checked by
+    `from_state` before anything is restored."""
+
+    has_reference: bool = False
+    reference_rows: int = 0
+    reference: HeldReference | None = None
+    latest: dict[str, Any] | None = None
+    latest_predictions: dict[str, Any] | None = None
+    evaluated_at: float | None = None
+    evaluation_seconds: float | None = None
+    rows_evaluated: int = 0
+    rows_in_last_evaluation: int = 0
+    rows_ingested: int = 0
+    rows_dropped: int = 0
+    history: Mapping[str, Any] | None = None
+    pending: list[Batch] = field(default_factory=list)
+
+    @classmethod
+    def from_state(cls, state: Any, where: str = "runtime") -> RuntimeState:
+        """ValueError naming the field that is wrong."""
+        state = object_of(state, where)
+        held = state.get("reference")
+        out = cls(
+            has_reference=bool(state.get("has_reference")),
+            reference_rows=integer(state.get("reference_rows", 0), f"{where}.reference_rows"),
+            reference=None if held is None else HeldReference.from_state(held, f"{where}.reference"),
+            latest=_optional_object(state.get("latest"), f"{where}.latest"),
+            latest_predictions=_optional_object(
+                state.get("latest_predictions"), f"{where}.latest_predictions"
+            ),
+            history=_optional_object(state.get("history"), f"{where}.history"),
+        )
+        for key in ("evaluated_at", "evaluation_seconds"):
+            if state.get(key) is not None:
+                setattr(out, key, number(state[key], f"{where}.{key}"))
+        for key in ("rows_evaluated", "rows_in_last_evaluation", "rows_ingested", "rows_dropped"):
+            setattr(out, key, integer(state.get(key, 0), f"{where}.{key}"))
+        for i, item in enumerate(list_of(state.get("pending", []), f"{where}.pending")):
+            out.pending.append(_batch_from_state(item, f"{where}.pending[{i}]"))
+        return out
+
+
+def _optional_object(value: Any, where: str) -> dict[str, Any] | None:
+    return None if value is None else dict(object_of(value, where))
+
+
+def _batch_from_state(state: Any, where: str) -> Batch:
+    state = object_of(state, where)
+    n_rows = integer(state.get("n_rows"), f"{where}.n_rows")
+    columns = {
+        str(name): column(values, f"{where}.columns[{name!r}]")
+        for name, values in object_of(state.get("columns"), f"{where}.columns").items()
+    }
+    sides = {
+        key: None if state.get(key) is None else column(state[key], f"{where}.{key}")
+        for key in ("predictions", "actuals")
+    }
+    if any(len(arr) != n_rows for arr in [*columns.values(), *(a for a in sides.values() if a is not None)]):
+        raise ValueError(f"{where}: a column's length differs from n_rows ({n_rows})")
+    return Batch(columns=columns, n_rows=n_rows, **sides)
 
 
 def _check_result(result: Any) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from monitor_runtime import json_safe
 from monitor_runtime.quality import TASKS, evaluate_predictions
+from monitor_runtime.server.state_fields import column, float_array, integer, list_of, object_of
 
 SCORE_COLUMN = "_score"
 
@@ -60,15 +62,46 @@ class PredictionQuality:
     def enabled(self) -> bool:
         return self.task in TASKS
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Checkpoints pickle the tracker (inside the pod only); the lock is recreated on load.
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
+    def to_state(self) -> dict[str, Any]:
+        """The tracker as data for a checkpoint (JSON values and numpy columns); `from_state` reads it."""
+        with self._lock:
+            reference, current, chunks = self.reference, self.current, list(self.chunks)
+        return {
+            "task": self.task,
+            "positive_label": self.positive_label,
+            "window_rows": self.window_rows,
+            # Metrics as the report serves them: strict JSON, whatever the toolkit's types.
+            "reference": json_safe.plain(reference),
+            "current": json_safe.plain(current),
+            "chunks": [{"predictions": p, "actuals": a, "scores": s} for p, a, s in chunks],
+        }
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PredictionQuality:
+        """A tracker from `to_state()` data; ValueError naming the field that is wrong."""
+        where = "quality"
+        state = object_of(state, where)
+        task = state.get("task")
+        if not isinstance(task, str):
+            raise ValueError(f"{where}.task: expected a str, got {task!r}")
+        out = cls(
+            task, state.get("positive_label"), integer(state.get("window_rows"), f"{where}.window_rows")
+        )
+        for key in ("reference", "current"):
+            metrics = state.get(key)
+            setattr(out, key, None if metrics is None else dict(object_of(metrics, f"{where}.{key}")))
+        for i, chunk in enumerate(list_of(state.get("chunks"), f"{where}.chunks")):
+            at = f"{where}.chunks[{i}]"
+            chunk = object_of(chunk, at)
+            preds = column(chunk.get("predictions"), f"{at}.predictions")
+            acts = column(chunk.get("actuals"), f"{at}.actuals")
+            scores = chunk.get("scores")
+            if scores is not None:
+                scores = float_array(scores, f"{at}.scores")
+            if len(acts) != len(preds) or (scores is not None and len(scores) != len(preds)):
+                raise ValueError(f"{at}: predictions, actuals and scores differ in length")
+            out.chunks.append((preds, acts, scores))
+        return out
 
     def set_reference(self, predictions: np.ndarray, actuals: np.ndarray, scores: np.ndarray | None) -> None:
         """Score the reference period (a new reference replaces the old period's metrics)."""

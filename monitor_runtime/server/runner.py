@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,11 @@ from monitor_runtime.server.crash import (
     termination_log_path,
     write_termination_message,
 )
+from monitor_runtime.server.distributions import DistributionTracker
 from monitor_runtime.server.evaluator import (
     CHECKPOINT_FORMAT,
     Evaluator,
+    RuntimeState,
     plan_window,
     reference_from_first_window,
 )
@@ -42,7 +44,9 @@ from monitor_runtime.server.host import MonitorHost
 from monitor_runtime.server.jsonlog import JsonLogger
 from monitor_runtime.server.metrics import RuntimeMetrics
 from monitor_runtime.server.parsing import BadRequest
+from monitor_runtime.server.prediction_quality import PredictionQuality
 from monitor_runtime.server.settings import RuntimeSettings
+from monitor_runtime.server.state_fields import integer, list_of, object_of
 
 EXIT_OK = 0
 EXIT_CRASH = 1
@@ -310,13 +314,13 @@ class MonitorProcess:
                 "monitor_state": monitor_state,
                 "runtime": runtime_state,
                 "reference_kinds": self.runtime.reference_kinds,
-                "distributions": self.runtime.distributions,
-                "quality": self.runtime.quality,
                 "batches": self.runtime.batches,
                 "unknown_columns": sorted(self.runtime.unknown_columns),
             }
             loop = asyncio.get_running_loop()
-            path = await loop.run_in_executor(None, ckpt.save_checkpoint, checkpoint_dir, state)
+            # The trackers copy their data under their own locks on the pool thread, with the encoding.
+            trackers = (self.runtime.distributions, self.runtime.quality)
+            path = await loop.run_in_executor(None, _save_checkpoint, checkpoint_dir, state, *trackers)
         except Exception as exc:
             self.metrics.errors.labels("checkpoint").inc()
             self.log(
@@ -358,15 +362,18 @@ class MonitorProcess:
         if not self.checkpoint_dir:
             return
         try:
-            state = ckpt.load_checkpoint(self.checkpoint_dir)
-        except (ckpt.CheckpointError, OSError, ValueError, EOFError) as exc:
+            state = await asyncio.get_running_loop().run_in_executor(
+                None, ckpt.load_checkpoint, self.checkpoint_dir
+            )
+        except (ckpt.CheckpointError, OSError) as exc:
             self.log("checkpoint.unreadable", level="warning", error=str(exc)[:500])
             return
         if state is None:
             return
         # The history is plain data, kept across versions: the report marks where the version changed.
-        history = (state.get("runtime") or {}).get("history")
-        if history is not None:
+        runtime = state.get("runtime")
+        history = runtime.get("history") if isinstance(runtime, Mapping) else None
+        if isinstance(history, Mapping):
             self.evaluator.history = EvaluationHistory.from_json(history, self.settings.history_size)
         if state.get("code_sha256") != self.identity["code_sha256"]:
             self.log(
@@ -377,7 +384,13 @@ class MonitorProcess:
             )
             return
         try:
-            await self.evaluator.host.call("restore", state["monitor_state"])
+            # Everything the runtime restores is read and checked before the monitor's state is touched.
+            restored = _RestoredState.from_state(state)
+        except ValueError as exc:
+            self.log("checkpoint.unreadable", level="warning", error=str(exc)[:500])
+            return
+        try:
+            await self.evaluator.host.call("restore", state.get("monitor_state"))
         except Exception as exc:
             self.metrics.errors.labels("checkpoint").inc()
             self.log(
@@ -388,15 +401,15 @@ class MonitorProcess:
                 traceback=format_traceback(exc),
             )
             return
-        self.evaluator.restore_runtime_state(state.get("runtime") or {})
-        self.runtime.reference_kinds = dict(state.get("reference_kinds") or {})
-        if state.get("distributions") is not None:
-            self.runtime.distributions = state["distributions"]
+        self.evaluator.restore_runtime_state(restored.runtime)
+        self.runtime.reference_kinds = restored.reference_kinds
+        if restored.distributions is not None:
+            self.runtime.distributions = restored.distributions
             self.evaluator.on_evaluated = self.runtime.distributions.add_current
-        if state.get("quality") is not None:
-            self.runtime.quality = state["quality"]
-        self.runtime.batches = int(state.get("batches") or 0)
-        self.runtime.unknown_columns = set(state.get("unknown_columns") or ())
+        if restored.quality is not None:
+            self.runtime.quality = restored.quality
+        self.runtime.batches = restored.batches
+        self.runtime.unknown_columns = restored.unknown_columns
         self.log.poet_event(
             "runtime.resumed",
             saved_at=state.get("saved_at"),
@@ -616,6 +629,47 @@ class MonitorProcess:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log("runtime.signal", signal=sig.name)
         self.stop_event.set()
+
+
+def _save_checkpoint(
+    directory: str, state: dict[str, Any], distributions: DistributionTracker, quality: PredictionQuality
+) -> Path:
+    """Write the checkpoint with the report's trackers as data (runs on a pool thread)."""
+    return ckpt.save_checkpoint(
+        directory, {**state, "distributions": distributions.to_state(), "quality": quality.to_state()}
+    )
+
+
+@dataclass
+class _RestoredState:
+    """What the runtime takes back from a checkpoint of its own code, read and checked as a whole."""
+
+    runtime: RuntimeState
+    reference_kinds: dict[str, str]
+    distributions: DistributionTracker | None
+    quality: PredictionQuality | None
+    batches: int
+    unknown_columns: set[str]
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> _RestoredState:
+        """ValueError naming the field that is wrong."""
+        layout = state.get("format")
+        if layout != CHECKPOINT_FORMAT:
+            raise ValueError(f"format: checkpoint layout {layout!r}; this runtime reads {CHECKPOINT_FORMAT}")
+        kinds = object_of(state.get("reference_kinds", {}), "reference_kinds")
+        unknown = list_of(state.get("unknown_columns", []), "unknown_columns")
+        if not all(isinstance(v, str) for v in [*kinds.values(), *unknown]):
+            raise ValueError("reference_kinds, unknown_columns: expected column kinds and names as str")
+        distributions, quality = state.get("distributions"), state.get("quality")
+        return cls(
+            runtime=RuntimeState.from_state(state.get("runtime", {})),
+            reference_kinds=dict(kinds),
+            distributions=None if distributions is None else DistributionTracker.from_state(distributions),
+            quality=None if quality is None else PredictionQuality.from_state(quality),
+            batches=integer(state.get("batches", 0), "batches"),
+            unknown_columns=set(unknown),
+        )
 
 
 def _read_reference_file(path: str, settings: RuntimeSettings) -> bytes:

@@ -96,4 +96,4 @@ def test_generated_version_serves_reports_and_stops_cleanly(tmp_path: Path) -> N
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     kinds = {e.get("type") for e in events if e["event"] == "poet.event"}
     assert {"reference_updated", "drift_detected"} <= kinds  # emitted by the generated code via the toolkit
-    assert (tmp_path / "ckpt" / "checkpoint.pkl").exists()
+    assert (tmp_path / "ckpt" / "checkpoint.poet").exists()

@@ -279,7 +279,7 @@ async def test_the_guard_refuses_file_access_by_generated_code_only(tmp_path: Pa
         assert "writing files" not in last["message"] and "reading files outside" in last["message"]
         # The runtime's own file access on other threads is untouched by the guard.
         assert await proc.checkpoint() is True
-    assert (ckpt / "checkpoint.pkl").exists()
+    assert (ckpt / "checkpoint.poet").exists()
 
 
 async def test_a_checkpoint_of_other_code_is_not_restored(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def test_sigterm_drains_in_flight_requests_checkpoints_and_exits_zero(
     last = len(names) - 1 - names[::-1].index("checkpoint.saved")
     assert last > names.index("runtime.stopping")
     assert events[last]["rows_ingested"] == 1000
-    assert (server.checkpoint_dir / "checkpoint.pkl").exists()
+    assert (server.checkpoint_dir / "checkpoint.poet").exists()
 
 
 def _refused(url: str) -> bool:

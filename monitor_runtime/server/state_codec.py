@@ -202,9 +202,19 @@ class _Encoder:
         return {"$array": [buffer, offset, shape]}
 
     def _object_item(self, item: Any, path: str, index: int) -> Any:
-        """One value of an object array (a text column, labels of mixed types) as a plain JSON scalar."""
-        if item is None or isinstance(item, str | int | float | np.bool_ | np.integer | np.floating):
-            return self.value(item, path)
+        """One value of an object array (a text column, labels of mixed types) as a plain scalar."""
+        if isinstance(item, np.bool_ | np.integer | np.floating):
+            return item.item()
+        if isinstance(item, str):
+            return str.__str__(item)
+        if isinstance(item, bool):
+            return bool(item)
+        if isinstance(item, int):
+            return int.__index__(item)
+        if isinstance(item, float):
+            return float.__float__(item)
+        if item is None:
+            return None
         raise _not_data(
             path,
             f"object array holds {type(item).__name__} at flat index {index}; object arrays are stored "

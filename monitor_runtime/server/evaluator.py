@@ -694,7 +694,7 @@ class Evaluator:
             "rows_in_last_evaluation": self.rows_in_last_evaluation,
             "rows_ingested": self.rows_ingested,
             "rows_dropped": self.rows_dropped,
-            "history": json_safe.plain(self.history.to_json()),
+            "history": self.history.to_json(),  # data: entries are built from numbers and labels
             "pending": [
                 {"columns": b.columns, "n_rows": b.n_rows, "predictions": b.predictions, "actuals": b.actuals}
                 for b in self.pending

@@ -38,6 +38,11 @@ def _num(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _label(value: Any) -> str | None:
+    # Generated code's verdict labels as text: an entry is data, whatever type the result used.
+    return None if value is None else value if type(value) is str else str(value)
+
+
 def history_entry(
     result: Mapping[str, Any],
     *,
@@ -64,7 +69,7 @@ def history_entry(
             "p_value_adjusted": _num(f.get("p_value_adjusted")),
             "drift": bool(f.get("drift_detected")),
             "missing_rate": _num(f.get("missing_rate")),
-            "decided_by": decision.get("decided_by"),
+            "decided_by": _label(decision.get("decided_by")),
         }
     return {
         "at": float(at),
@@ -72,7 +77,7 @@ def history_entry(
         "code_sha256": code_sha256,
         "rows": int(rows),
         "overall_drift_score": _num(result.get("overall_drift_score")),
-        "overall_health": result.get("overall_health"),
+        "overall_health": _label(result.get("overall_health")),
         "critical_score": _num(summary.get("critical_score")),
         "alpha": _num(summary.get("alpha")),
         "n_drifted": len(drifted),

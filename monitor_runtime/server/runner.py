@@ -365,7 +365,7 @@ class MonitorProcess:
             state = await asyncio.get_running_loop().run_in_executor(
                 None, ckpt.load_checkpoint, self.checkpoint_dir
             )
-        except (ckpt.CheckpointError, OSError) as exc:
+        except (ckpt.CheckpointError, OSError, ValueError) as exc:
             self.log("checkpoint.unreadable", level="warning", error=str(exc)[:500])
             return
         if state is None:
@@ -386,7 +386,8 @@ class MonitorProcess:
         try:
             # Everything the runtime restores is read and checked before the monitor's state is touched.
             restored = _RestoredState.from_state(state)
-        except ValueError as exc:
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            # A checkpoint that cannot be restored must not stop the pod from starting, again and again.
             self.log("checkpoint.unreadable", level="warning", error=str(exc)[:500])
             return
         try:

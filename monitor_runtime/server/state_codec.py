@@ -8,6 +8,7 @@ anything that is not data raises `NotData` naming its path in the state (`runtim
 |---|---|
 | dict with str keys, list, tuple (read back as a list), str, int, bool, None, finite float | itself |
 | NaN, inf, -inf | `{"$float": "nan"}`, `"inf"`, `"-inf"` |
+| a list of 16 or more floats and nothing else | `{"$floats": [buffer, offset, length]}` (a list again) |
 | numpy scalar of a bool, int or float dtype | its Python value |
 | numpy array of numbers, datetimes, durations, str or bytes | `{"$array": [buffer, offset, shape]}` |
 | numpy object array of str, numbers, bool and None (a text column) | `{"$objects": [shape, [values...]]}` |
@@ -39,6 +40,8 @@ FORMAT_VERSION = 2
 # object ("O", which needs pickle) or void ("V": records, whose dtype string does not keep their fields).
 _ARRAY_KINDS = frozenset("biufcmMUS")
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+# Lists of at least this many floats are stored in the float64 buffer rather than as JSON numbers.
+_FLOAT_RUN = 16
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _WHAT_IS_DATA = (
     "a checkpoint holds dicts with str keys, lists, str, numbers, bool, None, bytes and numpy arrays of "
@@ -179,6 +182,11 @@ class _Encoder:
     def _sequence(self, value: list[Any] | tuple[Any, ...], path: str) -> list[Any]:
         # Lists of plain values (a window's numbers, say) pass in one check instead of one call per item.
         types = set(map(type, value))
+        if types == {float} and len(value) >= _FLOAT_RUN:
+            # A run of floats (a strict-JSON window) goes to the float64 buffer: a tenth of the time of their
+            # decimal text, and `tolist()` gives back the very same floats, NaN and inf included.
+            buffer, offset = self._store(np.array(value, dtype=np.float64))
+            return {"$floats": [buffer, offset, len(value)]}
         if types <= _PLAIN and (
             float not in types or all(math.isfinite(v) for v in value if type(v) is float)
         ):
@@ -255,6 +263,11 @@ class _Decoder:
         if tag == "$array" and _is_list(arg, 3):
             shape = _shape(arg[2])
             return self._slice(arg[0], arg[1], math.prod(shape)).reshape(shape)
+        if tag == "$floats" and _is_list(arg, 3):
+            flat = self._slice(arg[0], arg[1], arg[2])
+            if flat.dtype != np.float64:
+                raise UnreadableState(f"$floats points into a buffer of {flat.dtype}")
+            return flat.tolist()
         if tag == "$bytes" and _is_list(arg, 3):
             flat = self._slice(arg[0], arg[1], arg[2])
             if flat.dtype != np.uint8:

@@ -35,6 +35,7 @@ def _every_kind_of_data() -> dict[str, Any]:
     return {
         "plain": {"n": 3, "x": 0.1, "flag": True, "none": None, "text": "é\u0000\ud83d"[:2], "big": 2**70},
         "non_finite": [float("nan"), float("inf"), -float("inf"), 1.5],
+        "float_run": [i / 3 for i in range(40)] + [float("nan"), float("-inf")],  # a window's numbers
         "tuple": (1, "a"),
         "$dollar": {"$array": [0, 0, [1]], "$$": "keys that look like tags are the state's own"},
         "floats": np.arange(12.0).reshape(3, 4)[:, ::2],  # not contiguous
@@ -60,6 +61,9 @@ def test_a_state_of_every_kind_of_data_round_trips() -> None:
     assert set(back) == set(state)
     assert back["plain"] == state["plain"]
     assert back["tuple"] == [1, "a"]  # tuples are stored as lists
+    run = back["float_run"]
+    assert type(run) is list and all(type(v) is float for v in run)  # the very same floats, in a list
+    assert run[:40] == state["float_run"][:40] and np.isnan(run[40]) and run[41] == -np.inf
     assert back["$dollar"] == state["$dollar"]  # a state key never passes for a tag
     assert np.isnan(back["non_finite"][0]) and back["non_finite"][1:] == [np.inf, -np.inf, 1.5]
     for key in ("floats", "ints", "small", "bools", "complex", "dates", "unicode", "scalar_array", "empty"):

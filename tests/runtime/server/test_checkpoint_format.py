@@ -316,3 +316,22 @@ def test_a_malformed_distributions_state_names_the_field(edit: Any, where: str) 
     edit(state)
     with pytest.raises(ValueError, match="^" + __import__("re").escape(where) + ":"):
         DistributionTracker.from_state(state)
+
+
+def test_a_history_entry_is_data_whatever_types_the_result_used() -> None:
+    from monitor_runtime.server.history import history_entry
+
+    class Verdict:
+        def __str__(self) -> str:
+            return "distribution"
+
+    result = {
+        "overall_health": np.str_("critical"),
+        "overall_drift_score": np.float64(0.4),
+        "features": {
+            "age": {"drift_detected": np.bool_(True), "score": np.nan, "decision": {"decided_by": Verdict()}}
+        },
+    }
+    entry = history_entry(result, at=1.0, version=1, code_sha256="c", rows=10)
+    assert type(entry["overall_health"]) is str and entry["features"]["age"]["decided_by"] == "distribution"
+    assert decode_state(encode_state({"entry": entry}))["entry"] == entry

@@ -66,6 +66,14 @@ ATOM_MIN_VALUES = 16
 _BUFFERS = threading.local()
 
 
+def _count_dtype(n: int) -> type[np.unsignedinteger] | type[np.signedinteger]:
+    """The narrowest integer type that holds counts 0..n: a grid's cells cost 2 bytes each up to 65,535
+    reference values, 4 up to 2**31 - 1."""
+    if n <= np.iinfo(np.uint16).max:
+        return np.uint16
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
+
+
 def _buffers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """A float64 and an intp scratch array of length ``n``, reused per thread: a fresh 800 kB array
     per column costs page faults that are a sizeable share of the grid pass itself."""
@@ -90,26 +98,46 @@ class GridKS:
     ``R/n1 - C/n2`` of exact counts, and rounding is monotone, so the bounds hold in floating point too.
     """
 
+    # A prepared reference keeps one of these per continuous column (a thousand on a wide table): slots keep
+    # each to its fields, without a per-instance dict.
+    __slots__ = ("_cum", "atom_cells", "atom_values", "cells", "lo", "n1", "reference", "scale", "top")
+
     def __init__(self, reference_sorted: np.ndarray, lo: float, scale: float, cells: int):
         self.reference = reference_sorted
         self.n1 = n1 = int(reference_sorted.shape[0])
         self.lo, self.scale, self.cells = lo, scale, cells
         self.top = lo + (cells - 0.5) / scale
         counts = np.bincount(self._cells(reference_sorted, *_buffers(n1)), minlength=cells)
-        # Reference values at or below each cell's upper end (ref_cum) and below its lower end (ref_start):
-        # two views of one array of 4-byte counts, the only per-cell state kept (shares are computed per
-        # batch, a few microseconds, so a prepared reference grows by 4 bytes a cell, not 20).
-        self._cum = np.concatenate(([0], np.cumsum(counts))).astype(np.int32 if n1 < 2**31 else np.int64)
-        self.ref_cum, self.ref_start = self._cum[1:], self._cum[:-1]
+        cum = np.zeros(cells + 1, dtype=np.intp)
+        np.cumsum(counts, out=cum[1:])
+        # Reference values below each cell's lower end: cum[k]; at or below its upper end: cum[k + 1]. This
+        # is the only per-cell state kept (shares are computed per batch, a few microseconds), in the
+        # narrowest type that holds n1: 2 bytes a cell for up to 65,535 reference values. Every difference
+        # of two counts is taken after widening, so none can wrap around.
+        self._cum = cum.astype(_count_dtype(n1))
         # Heavy tie groups (discrete data): a cell whose reference values are all one value v and that
         # holds many of them. Refining it would sort a large share of the batch; instead the batch is
         # counted below, at and above v in that cell, which is all the exact statistic needs there.
-        first = reference_sorted[np.minimum(self.ref_start, n1 - 1)]
-        last = reference_sorted[np.maximum(self.ref_cum - 1, 0)]
+        first = reference_sorted[np.minimum(cum[:-1], n1 - 1)]
+        last = reference_sorted[np.maximum(cum[1:] - 1, 0)]
         heavy = (counts >= max(ATOM_MIN_VALUES, 2 * n1 // cells)) & (first == last)
-        self.atom_cells = np.flatnonzero(heavy) if heavy.any() else None
-        if self.atom_cells is not None:
-            self.atom_value = np.where(heavy, first, np.nan)
+        if heavy.any():
+            # Only the tie cells and their values (most cells of continuous data have none); a batch
+            # spreads them over all cells for its lookup, a few microseconds.
+            self.atom_cells = np.flatnonzero(heavy)
+            self.atom_values = first[self.atom_cells]
+        else:
+            self.atom_cells = self.atom_values = None
+
+    @property
+    def ref_cum(self) -> np.ndarray:
+        """Reference values at or below each cell's upper end (the stored width: widen before arithmetic)."""
+        return self._cum[1:]
+
+    @property
+    def ref_start(self) -> np.ndarray:
+        """Reference values below each cell's lower end (the stored width: widen before arithmetic)."""
+        return self._cum[:-1]
 
     @classmethod
     def prepare(cls, reference_sorted: np.ndarray) -> GridKS | None:
@@ -150,7 +178,9 @@ class GridKS:
         if atoms is None:
             counts = np.bincount(cell, minlength=self.cells)
         else:  # per cell: current values below, at and above the cell's tie value (NaN: all "below")
-            at = np.take(self.atom_value, cell, out=floats)  # the cells are computed: reuse the buffer
+            atom_value = np.full(self.cells, np.nan)
+            atom_value[atoms] = self.atom_values
+            at = np.take(atom_value, cell, out=floats)  # the cells are computed: reuse the buffer
             sub = np.greater_equal(current, at).view(np.uint8).astype(np.intp)
             sub += np.greater(current, at)
             sub += cell * 3
@@ -180,7 +210,7 @@ class GridKS:
             if where < atoms.size and atoms[where] == median_cell:
                 inside = rank - int(c_start[where])
                 if below[where] <= inside < below[where] + equal[where]:
-                    median = float(self.atom_value[median_cell])
+                    median = float(self.atom_values[where])
         # Bounds inside cell k: R_k/n1 - C_(k-1)/n2 above, C_k/n2 - R_(k-1)/n1 below.
         refine = np.greater(ref_share - cur_start / n2, lower)
         refine |= (cur_share - ref_start_share) > lower
@@ -200,9 +230,10 @@ class GridKS:
         if median is None:
             median = float(mine[rank - int(skipped[median_cell])])
         # The reference values in the chosen cells.
-        ref_len = self.ref_cum[chosen] - self.ref_start[chosen]
+        ref_start = self.ref_start[chosen].astype(np.intp)  # widened: the stored counts may be 2 bytes
+        ref_len = self.ref_cum[chosen] - ref_start
         total = int(ref_len.sum())
-        starts = np.repeat(self.ref_start[chosen] - (np.cumsum(ref_len) - ref_len), ref_len)
+        starts = np.repeat(ref_start - (np.cumsum(ref_len) - ref_len), ref_len)
         points = np.concatenate((mine, self.reference[starts + np.arange(total)]))
         point_cells = np.concatenate((mine_cells, np.repeat(chosen, ref_len)))
         if points.size:

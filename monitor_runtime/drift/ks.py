@@ -66,12 +66,21 @@ ATOM_MIN_VALUES = 16
 _BUFFERS = threading.local()
 
 
-def _count_dtype(n: int) -> type[np.unsignedinteger] | type[np.signedinteger]:
-    """The narrowest integer type that holds counts 0..n: a grid's cells cost 2 bytes each up to 65,535
-    reference values, 4 up to 2**31 - 1."""
-    if n <= np.iinfo(np.uint16).max:
-        return np.uint16
-    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
+def _count_dtype(largest: int) -> type[np.unsignedinteger]:
+    """The narrowest unsigned type that holds counts up to ``largest``: continuous data puts a few dozen
+    reference values in a cell at most, so most grids keep 1 byte a cell; tie groups need 2 or 4."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return dtype
+    return np.uint64
+
+
+def _cumulative(counts: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Values in the cells before each cell, and in all of them at the end, into ``out`` (``cells + 1``
+    full-width integers): cell k spans ``[out[k], out[k + 1])`` of the sorted values."""
+    out[0] = 0
+    out[1:] = counts  # widened first: a running sum in place is faster than one that converts as it goes
+    return np.cumsum(out, out=out)
 
 
 def _buffers(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +91,16 @@ def _buffers(n: int) -> tuple[np.ndarray, np.ndarray]:
         size = max(n, 1024)
         _BUFFERS.floats, _BUFFERS.ints = np.empty(size), np.empty(size, dtype=np.intp)
     return _BUFFERS.floats[:n], _BUFFERS.ints[:n]
+
+
+def _cell_buffers(cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """An intp scratch array of ``cells + 1`` and a float64 one of ``cells``, reused per thread, for the
+    reference's running counts and the tie-value lookup: a grid keeps neither (memory), and a fresh
+    128 kB array per column, what 16,384 cells take, costs page faults on every batch."""
+    bounds = getattr(_BUFFERS, "bounds", None)
+    if bounds is None or bounds.shape[0] < cells + 1:
+        _BUFFERS.bounds, _BUFFERS.lookup = np.empty(cells + 1, dtype=np.intp), np.empty(cells)
+    return _BUFFERS.bounds[: cells + 1], _BUFFERS.lookup[:cells]
 
 
 class GridKS:
@@ -100,7 +119,7 @@ class GridKS:
 
     # A prepared reference keeps one of these per continuous column (a thousand on a wide table): slots keep
     # each to its fields, without a per-instance dict.
-    __slots__ = ("_cum", "atom_cells", "atom_values", "cells", "lo", "n1", "reference", "scale", "top")
+    __slots__ = ("atom_cells", "atom_values", "cells", "counts", "lo", "n1", "reference", "scale", "top")
 
     def __init__(self, reference_sorted: np.ndarray, lo: float, scale: float, cells: int):
         self.reference = reference_sorted
@@ -108,13 +127,11 @@ class GridKS:
         self.lo, self.scale, self.cells = lo, scale, cells
         self.top = lo + (cells - 0.5) / scale
         counts = np.bincount(self._cells(reference_sorted, *_buffers(n1)), minlength=cells)
-        cum = np.zeros(cells + 1, dtype=np.intp)
-        np.cumsum(counts, out=cum[1:])
-        # Reference values below each cell's lower end: cum[k]; at or below its upper end: cum[k + 1]. This
-        # is the only per-cell state kept (shares are computed per batch, a few microseconds), in the
-        # narrowest type that holds n1: 2 bytes a cell for up to 65,535 reference values. Every difference
-        # of two counts is taken after widening, so none can wrap around.
-        self._cum = cum.astype(_count_dtype(n1))
+        # The reference values in each cell are the only per-cell state kept, in the narrowest type that
+        # holds the largest (1 byte a cell for most continuous columns); a batch takes their running sum
+        # in full-width integers (`_cumulative`, a few microseconds), so no count arithmetic can wrap.
+        self.counts = counts.astype(_count_dtype(int(counts.max())))
+        cum = _cumulative(counts, np.empty(cells + 1, dtype=np.intp))
         # Heavy tie groups (discrete data): a cell whose reference values are all one value v and that
         # holds many of them. Refining it would sort a large share of the batch; instead the batch is
         # counted below, at and above v in that cell, which is all the exact statistic needs there.
@@ -128,16 +145,6 @@ class GridKS:
             self.atom_values = first[self.atom_cells]
         else:
             self.atom_cells = self.atom_values = None
-
-    @property
-    def ref_cum(self) -> np.ndarray:
-        """Reference values at or below each cell's upper end (the stored width: widen before arithmetic)."""
-        return self._cum[1:]
-
-    @property
-    def ref_start(self) -> np.ndarray:
-        """Reference values below each cell's lower end (the stored width: widen before arithmetic)."""
-        return self._cum[:-1]
 
     @classmethod
     def prepare(cls, reference_sorted: np.ndarray) -> GridKS | None:
@@ -173,14 +180,15 @@ class GridKS:
         """
         n1, n2 = self.n1, int(current.shape[0])
         floats, ints = _buffers(n2)
+        bounds, lookup = _cell_buffers(self.cells)
         cell = self._cells(current, floats, ints)
         atoms = self.atom_cells
         if atoms is None:
             counts = np.bincount(cell, minlength=self.cells)
         else:  # per cell: current values below, at and above the cell's tie value (NaN: all "below")
-            atom_value = np.full(self.cells, np.nan)
-            atom_value[atoms] = self.atom_values
-            at = np.take(atom_value, cell, out=floats)  # the cells are computed: reuse the buffer
+            lookup.fill(np.nan)
+            lookup[atoms] = self.atom_values
+            at = np.take(lookup, cell, out=floats)  # the cells are computed: reuse the buffer
             sub = np.greater_equal(current, at).view(np.uint8).astype(np.intp)
             sub += np.greater(current, at)
             sub += cell * 3
@@ -189,7 +197,9 @@ class GridKS:
         cur_cum = np.cumsum(counts)
         cur_start = cur_cum - counts
         cur_share = cur_cum / n2
-        shares = self._cum / n1
+        ref_bounds = _cumulative(self.counts, bounds)
+        ref_cum, ref_start = ref_bounds[1:], ref_bounds[:-1]
+        shares = ref_bounds / n1
         ref_share, ref_start_share = shares[1:], shares[:-1]
         ends = ref_share - cur_share  # scipy's cdf1 - cdf2 at the last data point of each cell
         lower = max(float(ends.max()), -float(ends.min()), 0.0)
@@ -230,10 +240,9 @@ class GridKS:
         if median is None:
             median = float(mine[rank - int(skipped[median_cell])])
         # The reference values in the chosen cells.
-        ref_start = self.ref_start[chosen].astype(np.intp)  # widened: the stored counts may be 2 bytes
-        ref_len = self.ref_cum[chosen] - ref_start
+        ref_len = ref_cum[chosen] - ref_start[chosen]
         total = int(ref_len.sum())
-        starts = np.repeat(ref_start - (np.cumsum(ref_len) - ref_len), ref_len)
+        starts = np.repeat(ref_start[chosen] - (np.cumsum(ref_len) - ref_len), ref_len)
         points = np.concatenate((mine, self.reference[starts + np.arange(total)]))
         point_cells = np.concatenate((mine_cells, np.repeat(chosen, ref_len)))
         if points.size:

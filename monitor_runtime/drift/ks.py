@@ -140,7 +140,7 @@ class GridKS:
         heavy = (counts >= max(ATOM_MIN_VALUES, 2 * n1 // cells)) & (first == last)
         if heavy.any():
             # Only the tie cells and their values (most cells of continuous data have none); a batch
-            # spreads them over all cells for its lookup, a few microseconds.
+            # writes them into a per-thread lookup (`_cell_buffers`).
             self.atom_cells = np.flatnonzero(heavy)
             self.atom_values = first[self.atom_cells]
         else:
@@ -185,8 +185,9 @@ class GridKS:
         atoms = self.atom_cells
         if atoms is None:
             counts = np.bincount(cell, minlength=self.cells)
-        else:  # per cell: current values below, at and above the cell's tie value (NaN: all "below")
-            lookup.fill(np.nan)
+        else:  # per cell: current values below, at and above the cell's tie value
+            # Only the tie cells' entries are set: whatever another column left in the others moves a value
+            # between the three counts of its own cell, and those are summed for every cell but a tie cell.
             lookup[atoms] = self.atom_values
             at = np.take(lookup, cell, out=floats)  # the cells are computed: reuse the buffer
             sub = np.greater_equal(current, at).view(np.uint8).astype(np.intp)

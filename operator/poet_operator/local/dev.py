@@ -210,7 +210,11 @@ def _healed(
     if not promoted or not _settled(status, backend, generating):
         return False
     report = backend.report("stable") or {}
-    return int((report.get("failures") or {}).get("evaluations") or 0) > 0 and bool(report.get("features"))
+    # Its own entries in the evaluation history: the failure tracker's count also counts the call that set
+    # the reference, so it can be non-zero before the version has evaluated anything.
+    versions = (report.get("history") or {}).get("versions") or {}
+    own = versions.get(str(status.stable_version)) or {}
+    return int(own.get("evaluations") or 0) > 0 and bool(report.get("features"))
 
 
 def _finished(

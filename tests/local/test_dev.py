@@ -227,6 +227,14 @@ def _runs_as(prefix: tuple[str, ...]) -> bool:
     return done.returncode == 0
 
 
+def _runtime_log_tails(work: Path, chars: int = 4000) -> str:
+    """The end of every runtime process's log under `work`, for a failure message."""
+    return "".join(
+        f"\n--- {log.relative_to(work)} (tail)\n{log.read_text(errors='replace')[-chars:]}"
+        for log in sorted(work.rglob("runtime.log"))
+    )
+
+
 @pytest.fixture
 def unprivileged_dir(data: Path) -> Iterator[tuple[Path, tuple[str, ...]]]:
     """A directory an unprivileged user owns, holding the data, and the prefix that runs a command as that
@@ -262,7 +270,9 @@ def test_without_a_cgroup_version_1_fails_on_its_own_and_the_bounded_memory_vers
     assert "as asked: RLIMIT_AS caps what each process allocates" in out
     # Nothing killed version 1: an allocation failed inside it, and the runtime ended itself as out of
     # memory (exit status 3, its record's reason OOMKilled), which reads exactly as the kernel's kill.
-    assert "stable v1 (small-stable-v1-1) out of memory: reason OOMKilled, exit code 3" in out, out
+    assert "stable v1 (small-stable-v1-1) out of memory: reason OOMKilled, exit code 3" in out, (
+        out + _runtime_log_tails(work)
+    )
     status = json.loads((work / "status.json").read_text())
     failure = status["lastFailure"]
     assert failure["reason"] == "OOMKilled" and failure["version"] == 1 and failure["exitCode"] == 3

@@ -210,11 +210,14 @@ def _healed(
     if not promoted or not _settled(status, backend, generating):
         return False
     report = backend.report("stable") or {}
-    # Its own entries in the evaluation history: the failure tracker's count also counts the call that set
+    # Its own entries in the evaluation history, the newest of all (the version before it may still have
+    # evaluated while this one ran as a canary): the failure tracker's count also counts the call that set
     # the reference, so it can be non-zero before the version has evaluated anything.
     versions = (report.get("history") or {}).get("versions") or {}
     own = versions.get(str(status.stable_version)) or {}
-    return int(own.get("evaluations") or 0) > 0 and bool(report.get("features"))
+    others = [v.get("newest_at") or 0.0 for k, v in versions.items() if k != str(status.stable_version)]
+    newest = float(own.get("newest_at") or 0.0) > max(others, default=0.0)
+    return int(own.get("evaluations") or 0) > 0 and newest and bool(report.get("features"))
 
 
 def _finished(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import traceback
 from collections import deque
@@ -112,6 +113,40 @@ class MemoryErrorTracker:
                 f"(limit {self.max_count})"
             )
         return None
+
+
+#: Address space held back from start to end: room to write the record, close the event loop (which starts
+#: a thread, with its 8 MB stack) and exit with status 3 once an allocation has failed.
+RESERVE_BYTES = 32 * 1024 * 1024
+
+
+class MemoryReserve:
+    """Address space the runtime keeps unused, and gives back when memory runs out.
+
+    Under `RLIMIT_AS` (`poetmon dev` without a cgroup) a failed allocation can leave no room at all, and
+    then everything that ends the process well fails too: the record, the log line, the loop's wake-up
+    reads (asyncio spins on their MemoryError), the thread that joins the executor. The mapping is never
+    touched and read-only, so it costs no resident memory and no commit charge: nothing in a pod, where a
+    cgroup counts resident memory.
+    """
+
+    def __init__(self, size: int = RESERVE_BYTES) -> None:
+        self.size = size
+        self._map: mmap.mmap | None = None
+        with contextlib.suppress(OSError, ValueError, MemoryError):
+            self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ)
+
+    @property
+    def held(self) -> bool:
+        return self._map is not None
+
+    def release(self) -> bool:
+        """Unmap it (the room is free at once); True when this call gave it back."""
+        held, self._map = self._map, None
+        if held is None:
+            return False
+        held.close()
+        return True
 
 
 def batch_profile(columns: Mapping[str, np.ndarray], n_rows: int | None = None) -> dict[str, Any]:

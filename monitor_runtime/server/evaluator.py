@@ -27,6 +27,7 @@ from monitor_runtime.server.crash import (
     OUT_OF_MEMORY_REASON,
     FailureTracker,
     MemoryErrorTracker,
+    MemoryReserve,
     batch_profile,
     exception_signature,
     feedback_record,
@@ -233,8 +234,10 @@ class Evaluator:
         on_fatal: FatalHandler,
         bootstrap_reference: bool = True,
         reference_size: int | None = None,
+        reserve: MemoryReserve | None = None,
     ) -> None:
         self.host = host
+        self.reserve = reserve
         self.plan = plan
         self.settings = settings
         self.metrics = metrics
@@ -654,6 +657,8 @@ class Evaluator:
         """Memory ran out: write the record with reason `OOMKilled` and end the process (exit status 3), as
         the kernel would have ended a container at its limit. The kernel leaves no record; this one adds
         the traceback and the batch profile."""
+        if self.reserve is not None:
+            self.reserve.release()  # first: ending well needs room, and the failed allocation may leave none
         if self.fatal:
             return
         self.fatal = True

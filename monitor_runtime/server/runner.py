@@ -24,6 +24,7 @@ from monitor_runtime.server.app import Runtime, build_app, start_threads
 from monitor_runtime.server.crash import (
     EXIT_OUT_OF_MEMORY,
     OUT_OF_MEMORY_REASON,
+    MemoryReserve,
     exception_signature,
     feedback_record,
     format_traceback,
@@ -202,6 +203,7 @@ class MonitorProcess:
             generator=str(self.identity["generator"]),
         )
         reference = spec.get("reference") or {}
+        self.reserve = MemoryReserve()
         self.evaluator = Evaluator(
             host,
             plan=plan_window(spec),
@@ -212,6 +214,7 @@ class MonitorProcess:
             on_fatal=self._fatal,
             bootstrap_reference=reference_from_first_window(spec),
             reference_size=reference.get("size") if isinstance(reference, Mapping) else None,
+            reserve=self.reserve,
         )
         self.runtime = Runtime(
             evaluator=self.evaluator,
@@ -290,9 +293,16 @@ class MonitorProcess:
         """MemoryErrors no handler sees (asyncio's own socket reads drop the connection) count as the
         requests' own do; everything goes on to asyncio's default handler, which logs it."""
         if isinstance(context.get("exception"), MemoryError) and not self.evaluator.fatal:
-            with contextlib.suppress(MemoryError):
+            try:
                 loop.create_task(self.evaluator.request_memory_error(context["exception"], "(connection)"))
-        loop.default_exception_handler(context)
+            except MemoryError:
+                # Not even the task that counts it could be made: with no room at all the loop would only
+                # spin on this error (its wake-up reads fail too). The reserve is for ending well.
+                self.reserve.release()
+                with contextlib.suppress(MemoryError):
+                    loop.create_task(self.evaluator.out_of_memory(context["exception"], "no memory left"))
+        with contextlib.suppress(MemoryError):
+            loop.default_exception_handler(context)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -753,19 +763,37 @@ def serve(
         reference_file=reference_file,
         history_file=history_file,
     )
+    runner = asyncio.Runner()
     try:
-        code = asyncio.run(proc.run(host, port))
+        code = runner.run(proc.run(host, port))
     except ListenError as exc:
         # Nothing in the version is at fault, so no feedback record: the operator must not regenerate it.
+        _close_loop(runner, log)
         host_.close()
         log("runtime.listen_failed", level="error", host=host, port=port, error=str(exc))
         _say(str(exc))
         return EXIT_LOAD
-    if host_.stuck:
-        # The abandoned worker thread would keep the interpreter from exiting; the record is written.
+    closed = _close_loop(runner, log)
+    if host_.stuck or not closed:
+        # The abandoned worker thread, or an executor left unjoined, would keep the interpreter from exiting
+        # (or fail it on the way out and change its status); the record is written.
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _close_loop(runner: asyncio.Runner, log: JsonLogger) -> bool:
+    """Close the event loop; False when that failed. Out of memory (the case that ends with status 3), the
+    loop's executor cannot start the thread that joins its workers ("can't start new thread", as under
+    RLIMIT_AS), and the exit status decided before must not become that error's."""
+    try:
+        runner.close()
+    except (RuntimeError, MemoryError) as exc:
+        with contextlib.suppress(Exception):
+            log("runtime.shutdown_incomplete", level="warning", error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 def _refused_version(record: Mapping[str, Any]) -> bool:

@@ -68,9 +68,38 @@ def test_rlimit_after_load_is_the_loaded_size_plus_the_limit() -> None:
     assert child.stdout.readline() == "loaded\n"  # type: ignore[union-attr]
     status = _status(child.pid)
     value = cage.limit_running(child.pid)
-    # What it maps, plus what a 200M cgroup would still leave it: 200M less what is resident.
-    assert value is not None and value == status["VmSize"] + parse_memory("200M") - status["VmRSS"]
+    # What it maps, plus what a 200M cgroup would still leave it: 200M less its anonymous and shared memory.
+    charged = status["RssAnon"] + status["RssShmem"]
+    assert value is not None and value == status["VmSize"] + parse_memory("200M") - charged
     child.communicate("go\n", timeout=60)
+    assert child.returncode == 3
+
+
+def test_rlimit_after_load_leaves_the_room_a_cgroup_would_beside_file_pages(tmp_path: Path) -> None:
+    """A process with 120 MB of a file resident (as the runtime has its libraries' pages) still gets about
+    the limit for its own data: a cgroup would reclaim those pages, not end the process for them."""
+    mapped = tmp_path / "mapped.bin"
+    with mapped.open("wb") as f:
+        for _ in range(120):
+            f.write(os.urandom(1024 * 1024))
+    cage = make_cage(parse_memory("200M"), "unused", prefer="rlimit", after_load=True)
+    code = (
+        "import mmap, sys, numpy as np\n"
+        f"f = open({str(mapped)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+        "touched = int(np.frombuffer(m, np.uint8)[::4096].sum())\n"  # every page read: resident
+        "sys.stdout.write('loaded\\n'); sys.stdout.flush(); sys.stdin.readline()\n"
+        "try:\n    a = np.ones(18_750_000)\nexcept MemoryError:\n    raise SystemExit(4)\n"  # 150 MB: fits
+        "try:\n    b = np.ones(12_500_000)\nexcept MemoryError:\n    raise SystemExit(3)\n"  # 100 MB more
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline() == "loaded\n"  # type: ignore[union-attr]
+    status = _status(child.pid)
+    assert status["VmRSS"] - status["RssAnon"] > 120 * 1024 * 1024  # the file's pages are resident
+    cage.limit_running(child.pid)
+    child.communicate("go\n", timeout=60)
+    # 4: the 150 MB did not fit, as when resident file pages were counted (200M - 120 MB - the interpreter)
     assert child.returncode == 3
 
 
@@ -78,7 +107,7 @@ def _status(pid: int) -> dict[str, int]:
     sizes = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmSize", "VmRSS"):
+        if key in ("VmSize", "VmRSS", "RssAnon", "RssShmem"):
             sizes[key] = int(value.split()[0]) * 1024
     return sizes
 

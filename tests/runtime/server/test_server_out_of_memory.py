@@ -91,6 +91,42 @@ def test_a_memory_error_in_generated_code_ends_the_process_at_once_as_out_of_mem
     assert skipped and "out of memory" in skipped[-1]["reason"]
 
 
+# Takes memory in ever smaller pieces until not even 4 kB can be had, then fails as the last one did: the
+# process ends with no room left at all.
+EXHAUSTING_MONITOR = GOOD_MONITOR.replace(
+    "        self._append(batch)\n",
+    "        self.hoard = getattr(self, 'hoard', [])\n"
+    "        for size in (131_072, 8_192, 512):\n"
+    "            try:\n"
+    "                while True:\n"
+    "                    self.hoard.append(np.ones(size))\n"
+    "            except MemoryError:\n"
+    "                pass\n"
+    "        self.hoard.append(np.ones(512))\n"
+    "        self._append(batch)\n",
+)
+assert EXHAUSTING_MONITOR != GOOD_MONITOR
+
+
+def test_out_of_memory_with_no_room_left_for_a_thread_still_ends_with_status_3(
+    tmp_path: Path, server_factory
+) -> None:
+    """Closing the event loop starts a thread to join its executor; with the address space full that thread
+    cannot start, and that failure must not replace the out-of-memory status (it once made it 1)."""
+    code_dir = write_version(tmp_path / "v-exhaust", code=EXHAUSTING_MONITOR)
+    server = server_factory(code_dir)
+    server.wait_ready()
+    assert http("POST", server.url + "/v1/reference", columns_json(frame(500, 1)))[0] == 200
+    _limit(server.proc.pid, 100 * MB)
+    assert http("POST", server.url + "/v1/batches", columns_json(frame(200, 2)))[0] == 202
+    assert server.wait_exit() == EXIT_OUT_OF_MEMORY
+    record = json.loads(server.termination_log.read_bytes())
+    assert record["reason"] == OUT_OF_MEMORY_REASON
+    assert record["message"].startswith("out of memory: monitor_features could not allocate memory")
+    events = [e["event"] for e in server.log_events()]
+    assert "runtime.out_of_memory" in events
+
+
 def _evaluated(url: str) -> int:
     try:
         status, body = http("GET", url + "/v1/report")

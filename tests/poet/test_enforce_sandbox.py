@@ -293,3 +293,33 @@ def test_scenarios_follow_the_declared_features() -> None:
     assert set(reference) == {"age", "plan"}
     assert scenarios["shifted_data"].steps[1].expect.drifted == ("age",)
     assert scenarios["categorical_shift"].steps[1].expect.drifted == ("plan",)
+
+
+class _TouchOnLoad:
+    """Pickles to a call of `Path.touch`: unpickling it creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_the_child_reads_its_payload_as_data_and_never_unpickles(tmp_path: Path) -> None:
+    """The payload is JSON plus numpy buffers; a pickle on the child's stdin is refused, not run."""
+    import pickle
+    import subprocess
+
+    from poet_operator.poet.enforce.sandbox import CHILD_SCRIPT
+
+    marker = tmp_path / "unpickled"
+    pickle.loads(pickle.dumps(_TouchOnLoad(marker)))  # the control: unpickling it does create the file
+    assert marker.exists()
+    marker.unlink()
+    payload = pickle.dumps({"token": "t", "code": "", "scenarios": [_TouchOnLoad(marker)]})
+    child = subprocess.run(
+        [sys.executable, "-I", "-B", str(CHILD_SCRIPT)], input=payload, capture_output=True, timeout=120
+    )
+    assert child.returncode != 0
+    assert b"UnreadableState" in child.stderr and b"not an npz archive" in child.stderr
+    assert not marker.exists()

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import json
 import os
-import pickle
 import secrets
 import selectors
 import shutil
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitor_runtime.server.state_codec import encode_state
 from poet_operator.poet.enforce.report import Check
 from poet_operator.poet.enforce.scenarios import Scenario
 
@@ -539,16 +539,16 @@ def run_sandbox(
         note = "network namespace disabled by the caller; the audit hook still refuses sockets"
     use_pidns, pid_note = pid_namespace_support()
     token = secrets.token_hex(16)
-    payload = pickle.dumps(
+    # Data, not a pickle (`state_codec`: JSON plus numpy buffers). The child reads it whole and drops the
+    # bytes before any generated code runs; the token then lives only in its reporter's closure.
+    payload = encode_state(
         {
-            # First, so the child's stdin buffer has long moved past it when the generated code runs.
             "token": token,
             "code": code,
             "spec": json.loads(json.dumps(dict(spec))),
             "scenarios": [s.to_payload() for s in scenarios],
             "toolkit": toolkit,
-        },
-        protocol=pickle.HIGHEST_PROTOCOL,
+        }
     )
     command = [sys.executable, "-I", "-B", str(CHILD_SCRIPT), json.dumps(limits.to_dict())]
     command = isolated_command(command, network=use_netns, pids=use_pidns)

@@ -1,7 +1,8 @@
 """The sandbox child: runs generated monitor code against the contract scenarios and reports as JSON lines.
 
 Started by `sandbox.py` as `python -I -B sandbox_child.py` with resource limits already set. It reads one
-pickled payload from stdin (code, spec, scenarios; written by the trusted parent), imports everything it
+payload from stdin (code, spec, scenarios as data: `state_codec`'s JSON and numpy buffers, never a pickle;
+written by the trusted parent), imports everything it
 trusts, installs and activates the guard, and only then runs the generated code. Results go to a private
 copy of the original stdout as one JSON object per line, each marked with the run's token from the payload
 (held only in the reporter's closure, never in a module global); the generated code's own prints go to
@@ -47,7 +48,6 @@ import importlib  # noqa: E402
 import io  # noqa: E402
 import itertools  # noqa: E402
 import math  # noqa: E402
-import pickle  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 
 from monitor_runtime import contract, guard  # noqa: E402
+from monitor_runtime.server.state_codec import decode_state  # noqa: E402
 
 _PRELOADED = (collections, dataclasses, functools, itertools, math, statistics, typing, scipy.stats)
 MAX_EVIDENCE_CHARS = 4000
@@ -264,7 +265,9 @@ class _OutOfMemory(Exception):
 
 
 def main() -> int:
-    payload = pickle.load(sys.stdin.buffer)
+    raw = sys.stdin.buffer.read()
+    payload = decode_state(raw)
+    del raw  # the token is at its start: from here on it lives only in the reporter's closure
     token = str(payload.pop("token", ""))
     # Keep the result channel private: fd 1 becomes stderr, so prints cannot forge result lines.
     result_fd = os.dup(1)

@@ -110,10 +110,8 @@ class Cage:
         # the libraries it mapped (about 95 of the runtime's 195 MB resident) are file cache, which the
         # kernel drops under the limit instead (and which is charged to whoever read the file first).
         # Counting them, as VmRSS does, left a runtime about 100 MB less room than a cgroup of the same limit.
-        if "RssAnon" in sizes:  # Linux 4.5 and later
-            charged = sizes["RssAnon"] + sizes.get("RssShmem", 0)
-        else:
-            charged = sizes.get("VmRSS", 0)
+        anonymous = sizes["RssAnon"] + sizes.get("RssShmem", 0) if "RssAnon" in sizes else None  # Linux 4.5+
+        charged = sizes.get("VmRSS", 0) if anonymous is None else anonymous
         value = sizes.get("VmSize", 0) + max(0, self.limit - charged)
         resource.prlimit(pid, resource.RLIMIT_AS, (value, value))
         return value

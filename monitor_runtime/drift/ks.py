@@ -199,7 +199,6 @@ class GridKS:
         cur_start = cur_cum - counts
         cur_share = cur_cum / n2
         ref_bounds = _cumulative(self.counts, bounds)
-        ref_cum, ref_start = ref_bounds[1:], ref_bounds[:-1]
         shares = ref_bounds / n1
         ref_share, ref_start_share = shares[1:], shares[:-1]
         ends = ref_share - cur_share  # scipy's cdf1 - cdf2 at the last data point of each cell
@@ -229,28 +228,33 @@ class GridKS:
             refine[atoms] = False
         if median is None:
             refine[median_cell] = True
+        ref_cum, ref_start = ref_bounds[1:], ref_bounds[:-1]
         chosen = np.flatnonzero(refine)
-        # The current values in the chosen cells, sorted, and for each chosen cell how many current
-        # values lie below it outside the chosen cells.
-        picked = refine[cell]
-        mine = np.sort(current[picked])
-        mine_cells = np.sort(cell[picked])  # the map is monotone: sorted cells are the sorted values' cells
+        # The current values in the chosen cells, sorted. The map is monotone and equal values share a
+        # cell, so these hold each chosen cell's values in turn, and every chosen value of an earlier
+        # cell is smaller than every one of a later cell: a count among the chosen values plus what lies
+        # below a cell outside the chosen ones (``below_cur``, ``below_ref``) is a count in the whole sample.
+        mine = np.sort(current[refine[cell]])
         in_chosen = counts[chosen]
-        skipped = np.zeros(self.cells, dtype=np.int64)
-        skipped[chosen] = cur_start[chosen] - (np.cumsum(in_chosen) - in_chosen)
+        below_cur = cur_start[chosen] - (np.cumsum(in_chosen) - in_chosen)
         if median is None:
-            median = float(mine[rank - int(skipped[median_cell])])
-        # The reference values in the chosen cells.
+            median = float(mine[rank - int(below_cur[np.searchsorted(chosen, median_cell)])])
         ref_len = ref_cum[chosen] - ref_start[chosen]
-        total = int(ref_len.sum())
-        starts = np.repeat(ref_start[chosen] - (np.cumsum(ref_len) - ref_len), ref_len)
-        points = np.concatenate((mine, self.reference[starts + np.arange(total)]))
-        point_cells = np.concatenate((mine_cells, np.repeat(chosen, ref_len)))
-        if points.size:
-            r = np.searchsorted(self.reference, points, side="right")
-            c = skipped[point_cells] + np.searchsorted(mine, points, side="right")
-            diffs = r / n1 - c / n2
-            lower = max(lower, float(diffs.max()), min(-float(diffs.min()), 1.0))
+        below_ref = ref_start[chosen] - (np.cumsum(ref_len) - ref_len)
+        where = np.repeat(below_ref, ref_len) + np.arange(int(ref_len.sum()))
+        theirs = self.reference[where]  # the reference values in the chosen cells, sorted
+        # R/n1 - C/n2 rises only at reference values and falls only at current ones, so its largest value
+        # is at a reference value and its smallest at a current one (a current value with no reference
+        # value before it in its cell lies below the previous cell's end, already in `lower`). There,
+        # the own sample's count is the value's position: exact at the last of equal values, and lower
+        # before it, where the difference on that side is then only smaller.
+        if theirs.size:
+            c = np.repeat(below_cur, ref_len) + np.searchsorted(mine, theirs, side="right")
+            lower = max(lower, float(((where + 1) / n1 - c / n2).max()))
+        if mine.size:
+            r = np.repeat(below_ref, in_chosen) + np.searchsorted(theirs, mine, side="right")
+            c = np.repeat(below_cur, in_chosen) + np.arange(1, mine.size + 1)
+            lower = max(lower, min(-float((r / n1 - c / n2).min()), 1.0))
         return lower, median
 
 

@@ -316,6 +316,10 @@ class MonitorProcess:
     async def _write_checkpoint(self, checkpoint_dir: str) -> bool:
         try:
             monitor_state, runtime_state = await self.evaluator.snapshot()
+            # Clean as of this snapshot: what changes while it is written (an evaluation that finishes
+            # meanwhile) marks the state dirty again and goes into the next checkpoint. Cleared after the
+            # write instead, that evaluation was never written until something else changed.
+            self.evaluator.dirty = False
             state = {
                 "format": CHECKPOINT_FORMAT,
                 "code_sha256": self.identity["code_sha256"],
@@ -332,12 +336,12 @@ class MonitorProcess:
             trackers = (self.runtime.distributions, self.runtime.quality)
             path = await loop.run_in_executor(None, _save_checkpoint, checkpoint_dir, state, *trackers)
         except Exception as exc:
+            self.evaluator.dirty = True  # not written: the next tick tries again
             self.metrics.errors.labels("checkpoint").inc()
             self.log(
                 "checkpoint.failed", level="error", error=repr(exc)[:500], traceback=format_traceback(exc)
             )
             return False
-        self.evaluator.dirty = False
         self.log(
             "checkpoint.saved",
             path=str(path),

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from monitor_runtime.server.crash import FEEDBACK_KIND, TERMINATION_LIMIT
 
-from .runtime_server_helpers import HANGING_MONITOR, columns_json, frame, http, wait_until, write_version
+from .runtime_server_helpers import (
+    GOOD_MONITOR,
+    HANGING_MONITOR,
+    columns_json,
+    frame,
+    http,
+    wait_until,
+    write_version,
+)
 
 
 def _report(url: str) -> dict:
@@ -233,3 +241,35 @@ def test_a_new_reference_is_checkpointed_at_once_and_a_kill_right_after_keeps_it
     second = server_factory(version_dir, env=env)
     second.wait_ready()
     assert _report(second.url)["reference"]["sha256"] == sha
+
+
+# The same monitor with a large state: 2,000,000 numbers take about a second to write, so an evaluation
+# finishes while a checkpoint is being written.
+LARGE_STATE_MONITOR = GOOD_MONITOR.replace(
+    '        return {"reference": self.reference_data, "window": self.window}',
+    '        return {"reference": self.reference_data, "window": self.window, "ballast": [0.5] * 2_000_000}',
+)
+assert LARGE_STATE_MONITOR != GOOD_MONITOR
+
+
+def test_an_evaluation_that_finishes_during_a_checkpoint_goes_into_the_next_one(
+    tmp_path: Path, server_factory
+) -> None:
+    server = server_factory(
+        write_version(tmp_path / "v-large", code=LARGE_STATE_MONITOR),
+        env={"POET_CHECKPOINT_INTERVAL_S": "0.2"},
+    )
+    server.wait_ready()
+    http("POST", server.url + "/v1/reference", columns_json(frame(800, 1)))  # a checkpoint starts
+    wait_until(
+        lambda: any(e["event"] == "checkpoint.saved" for e in server.log_events()), what="a checkpoint"
+    )
+    http("POST", server.url + "/v1/batches", columns_json(frame(300, 2, shift=2.0)))  # one starts again
+    wait_until(lambda: _report(server.url)["status"] == "ok", what="the evaluation")
+    # However the evaluation fell against the checkpoints, one written after it holds it.
+    saved = wait_until(
+        lambda: [e for e in server.log_events() if e["event"] == "checkpoint.saved" and e["rows_evaluated"]],
+        timeout=30,
+        what="a checkpoint holding the evaluation",
+    )
+    assert saved[-1]["rows_evaluated"] == 300

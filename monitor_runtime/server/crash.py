@@ -131,14 +131,9 @@ class MemoryReserve:
     """
 
     def __init__(self, size: int = RESERVE_BYTES) -> None:
-        self.size = size
         self._map: mmap.mmap | None = None
         with contextlib.suppress(OSError, ValueError, MemoryError):
             self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ)
-
-    @property
-    def held(self) -> bool:
-        return self._map is not None
 
     def release(self) -> bool:
         """Unmap it (the room is free at once); True when this call gave it back."""

@@ -260,25 +260,14 @@ class Reference:
 
         # Python lists: a thousand features read each array element by element, and a numpy scalar per
         # element costs more than the rest of the entry.
-        p_l, p_adj_l, p_miss_l, p_miss_adj_l = (
-            p.tolist(),
-            p_adj.tolist(),
-            p_miss.tolist(),
-            p_miss_adj.tolist(),
+        arrays = (p, p_adj, p_miss, p_miss_adj, dist_drift, miss_drift, drifted, has_missing)
+        p_l, p_adj_l, p_miss_l, p_miss_adj_l, dist_l, miss_l, drifted_l, has_missing_l = (
+            a.tolist() for a in arrays
         )
-        dist_l, miss_l, drifted_l, has_missing_l = (
-            dist_drift.tolist(),
-            miss_drift.tolist(),
-            drifted.tolist(),
-            has_missing.tolist(),
+        arrays = (threshold, effect, sev, conf, rate_cur, rate_ref, miss_change)
+        threshold_l, effect_l, sev_l, conf_l, rate_cur_l, rate_ref_l, miss_change_l = (
+            a.tolist() for a in arrays
         )
-        threshold_l, effect_l, sev_l, conf_l = (
-            threshold.tolist(),
-            effect.tolist(),
-            sev.tolist(),
-            conf.tolist(),
-        )
-        rate_cur_l, rate_ref_l, miss_change_l = rate_cur.tolist(), rate_ref.tolist(), miss_change.tolist()
         result: dict[str, dict[str, Any]] = {}
         for i, (name, o) in enumerate(zip(names, outs, strict=True)):
             details = dict(o.details)

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 from poet_operator.poet.enforce.sandbox import (
     SandboxLimits,
     ZygoteError,
+    _ForkedChild,
     _shared_zygote,
     _Zygote,
     network_namespace_support,
@@ -81,6 +83,45 @@ def test_runs_are_forked_from_one_zygote_and_pass_as_fresh_ones_do() -> None:
         assert outcome.termination == "completed" and outcome.returncode == 0
         assert outcome.checks and all(c.passed for c in outcome.checks), outcome.checks
         assert "RLIMIT_NPROC" in outcome.process_limit
+
+
+def _status_child() -> tuple[_ForkedChild, socket.socket]:
+    """A forked child's status socket as the operator holds it, and the zygote's end of it."""
+    ours, theirs = socket.socketpair()
+    pipes = [open(os.devnull, mode) for mode in ("wb", "rb", "rb")]  # noqa: SIM115 (closed by the child)
+    return _ForkedChild(ours, *pipes), theirs
+
+
+def test_a_pid_that_came_before_the_wait_ends_it_at_once() -> None:
+    # Under load the zygote answers before the operator first looks. The wait once took the pid in with a
+    # non-blocking read (checking for an exit), then blocked on the socket until its 30 s deadline anyway:
+    # a 3 s run took 33 s.
+    for already_read in (False, True):
+        child, zygote = _status_child()
+        with zygote:
+            zygote.sendall(b'{"pid": 7}\n')
+            if already_read:
+                assert not child.exited() and child.pid == 7
+            started = time.monotonic()
+            assert child.wait_for_pid(30) and child.pid == 7
+            assert time.monotonic() - started < 5
+        child.close()
+
+
+def test_the_wait_for_a_pid_ends_with_the_zygote_or_the_deadline() -> None:
+    child, zygote = _status_child()
+    zygote.sendall(b'{"pi')  # half a line is not a pid
+    zygote.close()
+    started = time.monotonic()
+    assert not child.wait_for_pid(30) and child.exited()
+    assert time.monotonic() - started < 5
+    child.close()
+    child, zygote = _status_child()
+    with zygote:
+        started = time.monotonic()
+        assert not child.wait_for_pid(0.3)
+        assert 0.3 <= time.monotonic() - started < 5
+    child.close()
 
 
 def test_a_dead_zygote_is_started_again() -> None:

@@ -257,6 +257,19 @@ class _ForkedChild:
             if "returncode" in message:
                 self.returncode = int(message["returncode"])
 
+    def wait_for_pid(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the zygote to name the forked child; False when it did not.
+
+        Each wait checks first: a pid that is already in (read by an earlier call) must not send the next
+        read into a block that only the deadline ends."""
+        deadline = time.monotonic() + seconds
+        while self.pid is None and self.returncode is None and not self._zygote_gone:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.read_status(left)
+        return self.pid is not None
+
     def exited(self) -> bool:
         if self.returncode is None and not self._zygote_gone:
             self.read_status(0)
@@ -414,10 +427,7 @@ class _Zygote:
             for fd in (stdin_r, stdout_w, stderr_w):
                 os.close(fd)
             theirs.close()
-        deadline = time.monotonic() + 30
-        while child.pid is None and not child.exited() and time.monotonic() < deadline:
-            child.read_status(max(0.01, deadline - time.monotonic()))
-        if child.pid is not None:
+        if child.wait_for_pid(30):
             return child
         child.close()
         with contextlib.suppress(subprocess.TimeoutExpired):

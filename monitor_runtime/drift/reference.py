@@ -7,6 +7,7 @@ import itertools
 import math
 import numbers
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,23 +50,58 @@ FEATURE_KEYS = frozenset({"name", "type", "importance", "method"})
 FeatureConfig = Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
-def _pool() -> ThreadPoolExecutor:
-    # numpy releases the GIL while sorting and searching, so threads use every core.
+def _pool() -> ThreadPoolExecutor | None:
+    """The drift threads (numpy releases the GIL while sorting and searching, so they use every core);
+    None while they cannot be started, and the caller then does the work on its own thread."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="drift")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = _started_pool()
+        return _POOL
+
+
+def _started_pool() -> ThreadPoolExecutor | None:
+    """A pool whose every thread is already running, or None when one cannot start.
+
+    An executor starts its threads as work arrives, so the first start can come late, when a process
+    under an address-space limit (RLIMIT_AS) has no room left for a thread's stack: the detect then
+    failed with "can't start new thread" where it could have run on one thread. Started here, all before
+    any work is queued, no work can be left queued behind a start that failed.
+    """
+    pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="drift")
+    # Each task holds its thread at the gate, so every submit has to start a new one.
+    gate = threading.Barrier(_WORKERS + 1)
+    try:
+        for _ in range(_WORKERS):
+            pool.submit(gate.wait)
+        gate.wait(timeout=60)
+    except (RuntimeError, threading.BrokenBarrierError):
+        gate.abort()  # releases the threads that did start
+        pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child (a sandbox run forked from a warm interpreter) has none of the parent's threads: a
+    # pool it inherited would queue work that no thread ever takes.
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _parallel_map(fn: Any, items: list[str]) -> list[Any]:
     """``map`` on the thread pool in a few contiguous chunks: one task per feature would spend more
     on scheduling and GIL hand-offs than a small feature's work takes."""
-    pool = _pool()
     n_chunks = min(len(items), _WORKERS * 4)
-    if n_chunks <= 1:
+    pool = _pool() if n_chunks > 1 else None
+    if pool is None:
         return [fn(item) for item in items]
     bounds = np.linspace(0, len(items), n_chunks + 1).astype(int)
     chunks = [items[a:b] for a, b in itertools.pairwise(bounds)]

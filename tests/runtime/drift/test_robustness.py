@@ -1,6 +1,11 @@
 """Inputs that once gave wrong verdicts or unclear errors."""
 
 import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -115,3 +120,80 @@ def test_a_handful_of_rows_cannot_make_health_critical() -> None:
 def test_na_is_a_country_not_a_missing_value() -> None:
     got = detect_drift({"c": ["NA", "DE"] * 50}, {"c": ["NA", "DE"] * 50})["features"]["c"]
     assert got["missing_rate"] == 0.0 and got["details"]["n_categories_reference"] == 2
+
+
+_NO_ROOM_FOR_THREADS = """
+import json, resource, sys, threading
+import numpy as np
+from monitor_runtime.drift import Reference
+
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+
+rng = np.random.default_rng(11)
+ref = {f"f{i}": rng.normal(size=60_000) for i in range(4)}
+cur = {f"f{i}": rng.normal(0.02 * i, size=60_000) for i in range(4)}
+# Room for the arrays, none for a thread's stack: as a runtime near its RLIMIT_AS is.
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+threading.stack_size(512 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (256 << 20), hard))
+try:
+    threading.Thread(target=print).start()
+except RuntimeError as exc:
+    print("no thread:", exc, file=sys.stderr)
+else:
+    sys.exit("a thread started under the limit; the test would show nothing")
+limited = Reference.fit(ref).detect(cur)
+threads_limited = threading.active_count()
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+threading.stack_size(0)
+free = Reference.fit(ref).detect(cur)
+print(json.dumps({"limited": limited, "free": free, "threads": [threads_limited, threading.active_count()]}))
+"""
+
+
+def test_a_process_with_no_room_for_a_thread_detects_on_its_own_thread() -> None:
+    # A runtime near its RLIMIT_AS once failed every large evaluation with "can't start new thread" when
+    # the engine's threads were first needed, instead of running on one thread until memory truly ran out.
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_ROOM_FOR_THREADS], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no thread: can't start new thread" in done.stderr
+    got = json.loads(done.stdout)
+    rng = np.random.default_rng(11)
+    ref = {f"f{i}": rng.normal(size=60_000) for i in range(4)}
+    cur = {f"f{i}": rng.normal(0.02 * i, size=60_000) for i in range(4)}
+    expected = json.loads(json.dumps(Reference.fit(ref).detect(cur)))
+    assert got["limited"] == expected and got["free"] == expected
+    # One thread while none could start; the drift threads once the room is back.
+    assert got["threads"][0] == 1 and got["threads"][1] > 1
+
+
+def test_a_forked_child_detects_with_threads_of_its_own() -> None:
+    # A pool inherited through fork has no threads in the child: work queued on it would never run.
+    rng = np.random.default_rng(12)
+    ref = {f"f{i}": rng.normal(size=60_000) for i in range(4)}
+    cur = {f"f{i}": rng.normal(0.02 * i, size=60_000) for i in range(4)}
+    prepared = Reference.fit(ref)
+    expected = prepared.detect(cur)  # the parent's pool is running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write, json.dumps(prepared.detect(cur)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        with selectors.DefaultSelector() as selector:
+            selector.register(pipe, selectors.EVENT_READ)
+            ready = selector.select(timeout=60)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert ready, "the forked child's detect never finished"
+        got = json.loads(pipe.read())
+    assert got == json.loads(json.dumps(expected))

@@ -70,6 +70,12 @@ def body_ndjson(cols: dict[str, np.ndarray]) -> bytes:
     return "\n".join(rows).encode()
 
 
+def body_json_rows(cols: dict[str, np.ndarray]) -> bytes:
+    names = list(cols)
+    lists = [cols[k].tolist() for k in names]
+    return json.dumps({"rows": [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]}).encode()
+
+
 def body_csv(cols: dict[str, np.ndarray]) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -93,6 +99,7 @@ def body_arrow(cols: dict[str, np.ndarray]) -> bytes:
 FORMATS = {
     "json": ("application/json", body_json),
     "ndjson": ("application/x-ndjson", body_ndjson),
+    "json-rows": ("application/json", body_json_rows),
     "csv": ("text/csv", body_csv),
     "arrow": ("application/vnd.apache.arrow.stream", body_arrow),
 }
@@ -439,7 +446,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batches", default="100,1000,10000", help="batch sizes, comma-separated")
-    parser.add_argument("--formats", default="json,ndjson,csv,arrow", help="a subset of these")
+    parser.add_argument(
+        "--formats", default="json,ndjson,csv,arrow", help=f"comma-separated, of {', '.join(FORMATS)}"
+    )
     parser.add_argument(
         "--ingestion-only", action="store_true", help="only the ingestion-alone throughput table"
     )

@@ -73,7 +73,8 @@ def body_ndjson(cols: dict[str, np.ndarray]) -> bytes:
 def body_json_rows(cols: dict[str, np.ndarray]) -> bytes:
     names = list(cols)
     lists = [cols[k].tolist() for k in names]
-    return json.dumps({"rows": [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]}).encode()
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+    return json.dumps({"rows": rows}).encode()
 
 
 def body_csv(cols: dict[str, np.ndarray]) -> bytes:

@@ -30,7 +30,7 @@ from monitor_runtime.drift.decisions import (
 )
 from monitor_runtime.drift.health import CRITICAL_SCORE, LOW_CONFIDENCE, overall, recommendations
 from monitor_runtime.drift.infer import DECLARABLE_TYPES, infer_type
-from monitor_runtime.drift.ks import ks_pvalue_methods, ks_pvalues
+from monitor_runtime.drift.ks import ks_precision_needed, ks_pvalue_methods, ks_pvalues
 from monitor_runtime.drift.outcome import Outcome
 from monitor_runtime.json_safe import finite
 
@@ -456,8 +456,9 @@ def _combined_pvalues(outs: list[Outcome], precise: np.ndarray) -> np.ndarray:
     ks_idx = [i for i, o in enumerate(outs) if o.ks is not None]
     if ks_idx:
         d, n1, n2 = (np.array(v) for v in zip(*(outs[i].ks for i in ks_idx), strict=True))
-        ks_p[ks_idx] = ks_pvalues(d, n1, n2, precise[ks_idx])
-        for i, method in zip(ks_idx, ks_pvalue_methods(n1, n2, precise[ks_idx]), strict=True):
+        needed = ks_precision_needed(d, n1, n2, precise[ks_idx])
+        ks_p[ks_idx] = ks_pvalues(d, n1, n2, needed)
+        for i, method in zip(ks_idx, ks_pvalue_methods(n1, n2, needed), strict=True):
             outs[i].details["p_value_method"] = method
     chi_p = np.full(m, np.nan)
     chi_idx = [i for i, o in enumerate(outs) if o.chi2 is not None]

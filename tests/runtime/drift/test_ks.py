@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from monitor_runtime.drift.ks import ks_pvalues, ks_statistic_sorted
+from monitor_runtime.drift.ks import (
+    NEGLIGIBLE_MIN_N,
+    NEGLIGIBLE_P,
+    ks_precision_needed,
+    ks_pvalues,
+    ks_statistic_sorted,
+)
 
 
 def _pair(rng: np.random.Generator, n1: int, n2: int, shift: float, ties: bool):
@@ -60,3 +66,24 @@ def test_pvalues_vectorise_and_handle_empty_samples() -> None:
     assert p.shape == (3,)
     assert np.isnan(p[2])
     assert p[0] == pytest.approx(float(ks_pvalues(0.05, 100, 150)))
+
+
+@pytest.mark.parametrize("n1,n2", [(5, 7), (40, 55), (300, 1_000), (2_000, 2_500), (9_000, 10_000)])
+def test_the_exact_series_is_skipped_only_where_it_cannot_matter(n1: int, n2: int) -> None:
+    # Every statistic these sizes allow from near 0 to 1 (on the lattice of h / lcm), including those
+    # whose p-value is around NEGLIGIBLE_P: skipping the exact series must keep scipy's p-value to 1e-9.
+    lcm = np.lcm(n1, n2)
+    steps = np.unique(np.round(np.geomspace(1, lcm, 60))).astype(np.int64)
+    if n1 * n2 > 5_000_000:  # the exact series is slow here: the boundary region and the far tail only
+        steps = steps[-25::2]
+    d = steps / lcm
+    needed = ks_precision_needed(d, n1, n2)
+    fast = ks_pvalues(d, n1, n2, needed)
+    exact = ks_pvalues(d, n1, n2, True)
+    assert np.max(np.abs(fast - exact)) <= 1e-9
+    skipped = ~needed
+    assert np.all(exact[skipped] < 1e4 * NEGLIGIBLE_P)  # only where the exact p-value is negligible too
+    assert np.all(needed[exact > 1e-6])
+    assert ks_precision_needed(d, n1, n2, False).sum() == 0  # never more than was asked for
+    # A strongly drifted feature of enough values really does skip it; small samples never do.
+    assert skipped.any() == (min(n1, n2) >= NEGLIGIBLE_MIN_N)

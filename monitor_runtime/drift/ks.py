@@ -437,10 +437,14 @@ def ks_precision_needed(
     costly = keep & (a != b) & (np.maximum(a, b) <= EXACT_MAX_N) & (np.minimum(a, b) >= NEGLIGIBLE_MIN_N)
     costly &= np.isfinite(d_arr)
     if costly.any():
-        m, n = a[costly].astype(np.float64), b[costly].astype(np.float64)
-        en = np.round(m * n / (m + n)).astype(np.int64)
-        keep[costly] = _kstwo_sf_many(d_arr[costly].ravel(), en.ravel()).reshape(en.shape) >= NEGLIGIBLE_P
+        keep[costly] = _kstwo_sf_many(d_arr[costly], _smirnov_n(a[costly], b[costly])) >= NEGLIGIBLE_P
     return keep
+
+
+def _smirnov_n(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """The effective sample size scipy gives Smirnov's distribution for two samples."""
+    m, n = n1.astype(np.float64), n2.astype(np.float64)
+    return np.round(m * n / (m + n)).astype(np.int64)
 
 
 def ks_pvalue_methods(
@@ -477,19 +481,14 @@ def ks_pvalues(
     exact = usable & (np.maximum(n1_arr, n2_arr) <= EXACT_MAX_N)
     asymp = usable & ~exact
     if asymp.any():
-        m = np.maximum(n1_arr[asymp], n2_arr[asymp]).astype(np.float64)
-        n = np.minimum(n1_arr[asymp], n2_arr[asymp]).astype(np.float64)
-        en = np.round(m * n / (m + n)).astype(np.int64)
-        p[asymp] = _kstwo_sf_many(d_arr[asymp], en)
+        p[asymp] = _kstwo_sf_many(d_arr[asymp], _smirnov_n(n1_arr[asymp], n2_arr[asymp]))
     if exact.any() and not precise_arr.all():
         # scipy's exact unequal-size distribution costs tens of milliseconds per feature at n near
         # 10,000; where the caller says the verdict cannot depend on it, Smirnov's formula (scipy's own
         # fallback) is used instead and `ks_pvalue_methods` reports it as asymptotic.
         cheap = exact & ~precise_arr & (n1_arr != n2_arr)
         if cheap.any():
-            m, n = n1_arr[cheap].astype(np.float64), n2_arr[cheap].astype(np.float64)
-            en = np.round(m * n / (m + n)).astype(np.int64)
-            p[cheap] = _kstwo_sf_many(d_arr[cheap], en)
+            p[cheap] = _kstwo_sf_many(d_arr[cheap], _smirnov_n(n1_arr[cheap], n2_arr[cheap]))
             exact &= ~cheap
     if exact.any():
         idx = np.flatnonzero(exact)
